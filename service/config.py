@@ -1,0 +1,86 @@
+"""One validated settings class; every field can be set as MNIST_SERVE_<FIELD> in the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2/v1 CPU quota."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, int(quota + 0.999)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNIST_SERVE_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    models_dir: Path = REPO_MODELS_DIR
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    default_model: str = "cnn-pytorch"
+    threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = the CPUs this process may use")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    # dynamic batching (per model version)
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    max_queue_delay_ms: float = Field(0.0, ge=0, le=1000)
+    max_queue_size: int = Field(256, ge=1, description="requests waiting per model version before 503")
+    instances: int = Field(1, ge=1, le=16, description="batches of one model version computed at once")
+    request_timeout_s: float = Field(10.0, gt=0, description="queue wait after which a request gets 503")
+
+    # input limits
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_images_per_request: int = Field(256, ge=1)
+    max_encoded_image_bytes: int = Field(4 * 1024 * 1024, ge=64)
+    max_image_pixels: int = Field(16_000_000, ge=784, description="decoded width x height (decompression bombs)")
+    max_multipart_parts: int = Field(64, ge=1)
+    max_json_depth: int = Field(6, ge=3)
+
+    # admin, CORS, shutdown
+    admin_enabled: bool = False
+    admin_token: str | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+    @field_validator("models_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def admin_allowed(self) -> bool:
+        """Admin routes exist when enabled explicitly or when a token is configured."""
+        return self.admin_enabled or bool(self.admin_token)
+
+    @property
+    def intra_op_threads(self) -> int:
+        return self.threads or available_cpus()
