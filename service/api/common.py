@@ -1,0 +1,101 @@
+"""HTTP helpers shared by the route modules: responses, app state, request bodies."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from service.codec import InputLimits, ParsedImages, dumps, file_to_image, parse_json, parse_v1_images
+from service.config import Settings
+from service.dataplane import DataPlane
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+
+import numpy as np
+
+
+class JSONBody(Response):
+    """JSON through orjson (numpy arrays included), without a second validation pass."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return dumps(content)
+
+
+def dataplane_of(request: Request) -> DataPlane:
+    return request.app.state.dataplane
+
+
+def settings_of(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def limits_of(settings: Settings) -> InputLimits:
+    return InputLimits(max_images=settings.max_images_per_request, max_encoded_bytes=settings.max_encoded_image_bytes,
+                       max_pixels=settings.max_image_pixels)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_images(request: Request, preprocess: bool | None, single: bool) -> ParsedImages:
+    """A V1 body -> images: JSON ({"image"}, {"images"}, {"image_base64"}, {"images_base64"}) or
+    multipart/form-data with `file` parts. Decoding image files runs off the event loop."""
+    settings = settings_of(request)
+    limits = limits_of(settings)
+    kind = media_type(request)
+    if kind == "application/json" or kind.endswith("+json"):
+        body = parse_json(await request.body(), settings.max_json_depth, error=BadRequest)
+        if not isinstance(body, dict):
+            raise Unprocessable("request body must be a JSON object")
+        unknown = sorted(set(body) - {"image", "images", "image_base64", "images_base64"})
+        if unknown:
+            raise Unprocessable(f"unknown field {unknown[0]!r}; options go in the query string")
+        if "image_base64" in body or "images_base64" in body:
+            return await asyncio.to_thread(parse_v1_images, body, limits, preprocess, single)
+        return parse_v1_images(body, limits, preprocess, single)
+    if kind == "multipart/form-data":
+        return await _read_multipart(request, settings, limits, preprocess, single)
+    shown = kind or "none"
+    raise UnsupportedMediaType(f"Content-Type {shown} is not accepted: send application/json or multipart/form-data")
+
+
+async def _read_multipart(request: Request, settings: Settings, limits: InputLimits, preprocess: bool | None,
+                          single: bool) -> ParsedImages:
+    parts = settings.max_multipart_parts
+    try:
+        form = await request.form(max_files=parts, max_fields=parts, max_part_size=limits.max_encoded_bytes)
+    except MultiPartException as exc:
+        message = str(exc.message if hasattr(exc, "message") else exc)
+        if "Too many" in message:
+            raise PayloadTooLarge(f"multipart body: {message} (max_multipart_parts limit {parts})") from exc
+        raise BadRequest(f"multipart body: {message}") from exc
+    try:
+        files = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
+        if not files:
+            raise Unprocessable("multipart body has no 'file' part (send -F file=@digit.png)")
+        if single and len(files) > 1:
+            raise Unprocessable(f"this endpoint takes one image; got {len(files)} 'file' parts")
+        if len(files) > limits.max_images:
+            raise PayloadTooLarge(f"{len(files)} files exceed the max_images_per_request limit of {limits.max_images}")
+        contents = [await item.read() for item in files]
+    finally:
+        await form.close()
+    apply = True if preprocess is None else preprocess
+
+    def decode() -> np.ndarray:
+        return np.stack([file_to_image(data, limits, apply, f"file[{index}]") for index, data in enumerate(contents)])
+
+    return ParsedImages(images=await asyncio.to_thread(decode), encoded=True)
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer."""
+    schema = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+    return {code: {"description": "error", "content": {"application/json": {"schema": schema}}} for code in codes}

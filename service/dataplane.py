@@ -1,0 +1,53 @@
+"""Protocol-free inference: find the model, check the request's outputs, run through the batcher."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from service.batching import BatchResult
+from service.config import Settings
+from service.errors import BadRequest, ModelNotReady
+from service.registry import ModelRegistry, ModelVersion
+
+
+class DataPlane:
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    @property
+    def ready(self) -> bool:
+        return self.registry.ready
+
+    def model(self, name: str | None = None, version: int | None = None) -> ModelVersion:
+        if not self.registry.loaded:
+            raise ModelNotReady("models are still loading", retry_after=2)
+        return self.registry.get(name or self.settings.default_model, version)
+
+    async def infer(self, model: ModelVersion, batch: np.ndarray, outputs: Sequence[str]) -> BatchResult:
+        unknown = [name for name in outputs if name not in model.outputs]
+        if unknown:
+            raise BadRequest(f"unknown output {unknown[0]!r}; outputs: {', '.join(model.outputs)}")
+        return await model.batcher.submit(batch, outputs)
+
+
+def predictions(probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
+    """One prediction per row: label, confidence, the ten probabilities and the top k."""
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+    result = []
+    for row, ranked in zip(probabilities, order.tolist()):
+        label = ranked[0]
+        result.append({
+            "label": label,
+            "confidence": row[label],
+            "probabilities": row,
+            "top_k": [{"label": digit, "probability": row[digit]} for digit in ranked],
+        })
+    return result

@@ -1,0 +1,116 @@
+"""One ASGI middleware for what every request needs: an id, the body-size limit (enforced while
+the body is read), security headers, CORS-independent bookkeeping, metrics and the access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.codec import dumps
+from service.config import Settings
+from service.errors import PayloadTooLarge
+from service.logs import request_id_var
+from service.metrics import Metrics
+
+log = logging.getLogger("mnist_serve.access")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+PAGE_HEADERS = [
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                                 b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'"),
+]
+DEFAULT_MODEL_ROUTES = ("/v1/predict", "/v1/activations", "/v1/explain")
+
+
+class ServiceMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = ""
+        declared_length = None
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                candidate = value.decode("latin-1")
+                request_id = candidate if REQUEST_ID.match(candidate) else ""
+            elif key == b"content-length":
+                declared_length = value
+        request_id = request_id or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        path: str = scope["path"]
+        extra = [(b"x-request-id", request_id.encode())] + COMMON_HEADERS
+        if path == "/" or path.startswith("/static/"):
+            extra += PAGE_HEADERS
+        status = 500
+        limit = self.settings.max_body_bytes
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"request body exceeds the max_body_bytes limit of {limit} bytes")
+            return message
+
+        self.metrics.in_flight.inc()
+        try:
+            if declared_length is not None and _too_long(declared_length, limit):
+                await _reject(send_with_headers, 413, f"request body of {declared_length.decode(errors='replace')} "
+                                                      f"bytes exceeds the max_body_bytes limit of {limit} bytes")
+            else:
+                await self.app(scope, limited_receive, send_with_headers)
+        finally:
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            self._record(scope, status, elapsed)
+            request_id_var.reset(token)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        params: dict[str, Any] = scope.get("path_params") or {}
+        model = params.get("name") or (self.settings.default_model if endpoint in DEFAULT_MODEL_ROUTES else "")
+        self.metrics.requests.labels(model, endpoint, str(status)).inc()
+        self.metrics.request_latency.labels(model, endpoint).observe(elapsed)
+        if self.settings.access_log or status >= 500:
+            client = scope.get("client")
+            log.info("%s %s %d", scope["method"], scope["path"], status, extra={
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "duration_ms": round(elapsed * 1000, 3), "model": model, "client": client[0] if client else ""})
+
+
+def _too_long(declared: bytes, limit: int) -> bool:
+    try:
+        return int(declared) > limit
+    except ValueError:
+        return False
+
+
+async def _reject(send: Send, status: int, message: str) -> None:
+    body = dumps({"error": message})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

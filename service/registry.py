@@ -1,0 +1,296 @@
+"""models/<name>/<version>/model.onnx -> loaded, contract-checked, warmed model versions.
+
+Loading (and reloading) builds the new session, checks it and warms it before it replaces
+anything; requests that already hold the old version finish on it, then its batcher drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from service.batching import BatchingConfig, DynamicBatcher
+from service.config import Settings
+from service.errors import ModelLoadError, NotFound, ProviderError
+from service.metrics import Metrics
+from service.runtime import ModelRuntime
+from training.contract import (
+    INPUT_NAME,
+    INPUT_SHAPE,
+    PROBABILITIES,
+    ContractError,
+    LayerSpec,
+    ModelMetadata,
+    ValidatedModel,
+    canonical_weight,
+    validate_model,
+)
+
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MODEL_FILE = "model.onnx"
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    file_sha256: str
+    file_stamp: tuple[int, int]
+    validated: ValidatedModel
+    runtime: ModelRuntime
+    weights: dict[str, dict[str, np.ndarray]]
+    batcher: DynamicBatcher
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.validated.metadata
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        return self.validated.layers
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self.validated.outputs
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise NotFound(f"model {self.name} has no layer {name!r}; layers: {', '.join(s.name for s in self.layers)}")
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def extract_weights(model: onnx.ModelProto, metadata: ModelMetadata) -> dict[str, dict[str, np.ndarray]]:
+    """Each weighted layer's weight (conv OIHW, dense [out, in]) and bias, from the named initializers."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for layer, entry in metadata.weights.items():
+        weight = numpy_helper.to_array(initializers[entry["weight"]])
+        weights[layer] = {
+            "weight": np.ascontiguousarray(canonical_weight(weight, entry.get("layout", ""))),
+            "bias": numpy_helper.to_array(initializers[entry["bias"]]),
+        }
+    return weights
+
+
+def build_version(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> ModelVersion:
+    """Load, validate against the contract and warm up one model version. Blocking: run it in a thread."""
+    stamp = file_stamp(path)
+    raw = path.read_bytes()
+    try:
+        model = onnx.load_from_string(raw)
+        validated = validate_model(model)
+    except ContractError as exc:
+        raise ModelLoadError(f"{name}/{version}: breaks the model contract: {exc}") from exc
+    except Exception as exc:  # a corrupt or foreign file: say so, keep serving the others
+        raise ModelLoadError(f"{name}/{version}: not a readable ONNX model: {exc}") from exc
+    try:
+        runtime = ModelRuntime(raw, settings.device, settings.intra_op_threads)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"{name}/{version}: ONNX Runtime refused it: {exc}") from exc
+    warm_up(runtime, validated.outputs, settings.max_batch_size)
+    config = BatchingConfig(
+        max_batch_size=settings.max_batch_size, max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+        max_queue_size=settings.max_queue_size, instances=settings.instances, timeout_s=settings.request_timeout_s,
+    )
+    label = f"{name}:{version}"
+    batcher = DynamicBatcher(runtime.run, config, name=label, observer=metrics.observer(label))
+    return ModelVersion(
+        name=name, version=version, path=path, file_sha256=hashlib.sha256(raw).hexdigest(), file_stamp=stamp,
+        validated=validated, runtime=runtime, weights=extract_weights(model, validated.metadata), batcher=batcher,
+    )
+
+
+def warm_up(runtime: ModelRuntime, outputs: tuple[str, ...], max_batch_size: int) -> None:
+    """First runs allocate and pick kernels; do them before the version is reported ready."""
+    runtime.run(np.zeros((1, *INPUT_SHAPE), np.float32), outputs)
+    runtime.run(np.zeros((max_batch_size, *INPUT_SHAPE), np.float32), [PROBABILITIES])
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self._models: dict[str, dict[int, ModelVersion]] = {}
+        self.failures: dict[str, str] = {}
+        self.loaded = False
+        self.draining = False
+        self._lock = asyncio.Lock()
+        self._retired: set[asyncio.Task] = set()
+
+    # ---- discovery -------------------------------------------------------------------------
+    def scan(self, only: str | None = None) -> dict[str, dict[int, Path]]:
+        root = self.settings.models_dir
+        found: dict[str, dict[int, Path]] = {}
+        if not root.is_dir():
+            return found
+        for model_dir in sorted(root.iterdir()):
+            if not model_dir.is_dir() or not NAME_PATTERN.match(model_dir.name) or (only and model_dir.name != only):
+                continue
+            versions = {
+                int(version_dir.name): version_dir / MODEL_FILE
+                for version_dir in model_dir.iterdir()
+                if version_dir.name.isdigit() and (version_dir / MODEL_FILE).is_file()
+            }
+            if versions:
+                found[model_dir.name] = versions
+        return found
+
+    # ---- lookup ----------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self.loaded and not self.draining and bool(self._models)
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(self._models.get(name, {}))
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        versions = self._models.get(name)
+        if not versions:
+            known = ", ".join(self.names()) or "none"
+            raise NotFound(f"model {name!r} is not served (served models: {known})")
+        if version is None:
+            return versions[max(versions)]
+        if version not in versions:
+            raise NotFound(f"model {name!r} has no version {version} (versions: {', '.join(map(str, sorted(versions)))})")
+        return versions[version]
+
+    def latest(self) -> list[ModelVersion]:
+        return [self.get(name) for name in self.names()]
+
+    def all_versions(self) -> list[ModelVersion]:
+        return [mv for name in self.names() for _, mv in sorted(self._models[name].items())]
+
+    # ---- loading ---------------------------------------------------------------------------
+    async def load_all(self) -> None:
+        async with self._lock:
+            for name in self.scan():
+                await self._load_locked(name, raise_errors=False)
+            self.loaded = True
+        log.info("models ready: %s", ", ".join(f"{mv.label} on {mv.runtime.provider}" for mv in self.all_versions()) or "none")
+
+    async def load(self, name: str) -> list[ModelVersion]:
+        """(Re)load one model from disk: new and changed versions are built, checked and warmed,
+        then swapped in; versions gone from disk are unloaded. Raises ModelLoadError and keeps the
+        old versions when a new file is broken."""
+        if not NAME_PATTERN.match(name):
+            raise NotFound(f"{name!r} is not a valid model name")
+        async with self._lock:
+            return await self._load_locked(name, raise_errors=True)
+
+    async def reload_all(self) -> dict[str, str]:
+        """Reload every model on disk (SIGHUP). Returns name -> 'ok' or the reason it was refused."""
+        outcome: dict[str, str] = {}
+        async with self._lock:
+            for name in sorted(set(self.scan()) | set(self._models)):
+                try:
+                    await self._load_locked(name, raise_errors=True)
+                    outcome[name] = "ok"
+                except (ModelLoadError, NotFound) as exc:
+                    outcome[name] = str(exc)
+        return outcome
+
+    async def _load_locked(self, name: str, raise_errors: bool) -> list[ModelVersion]:
+        on_disk = self.scan(only=name).get(name, {})
+        current = dict(self._models.get(name, {}))
+        if not on_disk and not current:
+            raise NotFound(f"no {name}/<version>/{MODEL_FILE} under {self.settings.models_dir}")
+        updated = dict(current)
+        errors: list[str] = []
+        for version, path in sorted(on_disk.items()):
+            old = current.get(version)
+            if old is not None and old.file_stamp == file_stamp(path):
+                continue
+            try:
+                new = await asyncio.to_thread(build_version, name, version, path, self.settings, self.metrics)
+            except ModelLoadError as exc:
+                self.failures[f"{name}/{version}"] = str(exc)
+                self.metrics.model_load_failures.labels(name).inc()
+                log.error("model refused: %s", exc)
+                errors.append(str(exc))
+                continue
+            if old is not None and old.file_sha256 == new.file_sha256:
+                old.file_stamp = new.file_stamp
+                await new.batcher.drain(0)
+                continue
+            self.failures.pop(f"{name}/{version}", None)
+            updated[version] = new
+            log.info("model loaded: %s/%d (%s %s, test accuracy %.4f) on %s", name, version,
+                     new.metadata.framework, new.metadata.architecture, new.metadata.test_accuracy, new.runtime.provider)
+        for version in set(current) - set(on_disk):
+            del updated[version]
+        if updated:
+            self._models[name] = updated
+        else:
+            self._models.pop(name, None)
+        for version, old in current.items():
+            if updated.get(version) is not old:
+                self._retire(old)
+        self._refresh_info()
+        if errors and raise_errors:
+            raise ModelLoadError("; ".join(errors))
+        return [updated[v] for v in sorted(updated)]
+
+    async def unload(self, name: str) -> None:
+        async with self._lock:
+            versions = self._models.pop(name, None)
+            if versions is None:
+                raise NotFound(f"model {name!r} is not loaded")
+            for old in versions.values():
+                self._retire(old)
+            self._refresh_info()
+
+    def _retire(self, old: ModelVersion) -> None:
+        """Let requests already queued on a replaced version finish, then free it."""
+        task = asyncio.get_running_loop().create_task(old.batcher.drain(self.settings.shutdown_grace_s))
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+        log.info("model retired: %s", old.label)
+
+    def _refresh_info(self) -> None:
+        self.metrics.model_info.clear()
+        for mv in self.all_versions():
+            self.metrics.model_info.labels(mv.name, str(mv.version), mv.runtime.provider, mv.metadata.framework,
+                                           mv.metadata.architecture).set(1)
+
+    async def close(self, timeout: float) -> bool:
+        """Finish everything queued and running, within `timeout` seconds in all."""
+        self.draining = True
+        batchers = [mv.batcher for mv in self.all_versions()]
+        results = await asyncio.gather(*(b.drain(timeout) for b in batchers), *self._retired, return_exceptions=True)
+        return all(result is True or result is None for result in results)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "models": {mv.label: mv.runtime.provider for mv in self.all_versions()},
+            "refused": dict(self.failures),
+        }

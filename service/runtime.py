@@ -1,0 +1,69 @@
+"""One ONNX Runtime session: provider choice, threads, and runs that ask only for the outputs needed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from service.errors import ProviderError
+from training.contract import INPUT_NAME
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def requested_providers(device: str, available: Sequence[str]) -> list[str]:
+    """The providers to ask a session for. `cuda` without a CUDA-enabled build fails here."""
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        if CUDA not in available:
+            raise ProviderError(
+                f"device 'cuda' requested but this onnxruntime build offers only {list(available)}; "
+                "install onnxruntime-gpu (and not onnxruntime) on a host with CUDA"
+            )
+        return [CUDA, CPU]
+    if device == "auto":
+        return [CUDA, CPU] if CUDA in available else [CPU]
+    raise ProviderError(f"unknown device {device!r}: use auto, cuda or cpu")
+
+
+def active_provider(device: str, session_providers: Sequence[str]) -> str:
+    """The provider a session really got. ONNX Runtime falls back to the CPU silently when CUDA
+    fails to load (missing libraries, no GPU); with device `cuda` that is an error."""
+    active = session_providers[0] if session_providers else CPU
+    if device == "cuda" and active != CUDA:
+        raise ProviderError(
+            f"device 'cuda' requested but the session runs on {list(session_providers)}: "
+            "CUDA or cuDNN did not load (check the driver, CUDA 13 and cuDNN libraries)"
+        )
+    if device == "auto" and active != CUDA:
+        log.info("device auto: using %s", active)
+    return active
+
+
+class ModelRuntime:
+    """An inference session over a model's bytes. Thread-safe: `run` may be called concurrently."""
+
+    def __init__(self, model_bytes: bytes, device: str, intra_op_threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        # Spinning worker threads would take the event loop's core while they wait for work.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = requested_providers(device, ort.get_available_providers())
+        self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+        self.provider = active_provider(device, self.session.get_providers())
+        self.output_names = [out.name for out in self.session.get_outputs()]
+
+    def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+        names = list(outputs)
+        return dict(zip(names, self.session.run(names, {INPUT_NAME: batch})))
