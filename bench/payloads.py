@@ -1,0 +1,141 @@
+"""The benchmark's requests: one fixed body per workload, and how to read each answer.
+
+Every workload is POSTed unchanged on every connection, so the load generator only
+sends bytes. `decode` turns a response back into probabilities [n, 10], for the
+correctness check made before any load.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGE_SIDE = 28
+NUM_CLASSES = 10
+BATCH_IMAGES = 256
+INFER_HEADER = "Inference-Header-Content-Length"
+
+Decoder = Callable[[bytes, Mapping[str, str]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # short key, used in results and on the command line
+    title: str  # what the table shows
+    path: str
+    body: bytes
+    content_type: str
+    images: int
+    decode: Decoder
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _as_floats(images: np.ndarray) -> np.ndarray:
+    """uint8 0..255 images -> float32 0..1 [n, 1, 28, 28]: what every server receives."""
+    return (images.astype(np.float32) / 255.0).reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
+
+
+def _json(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _probabilities(values: object, count: int) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32).reshape(count, NUM_CLASSES)
+
+
+def naive_json(image: np.ndarray) -> Workload:
+    """The naive server's only request: {"image": 28x28 floats} to /predict."""
+    pixels = _as_floats(image[None])[0, 0]
+
+    def decode(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
+        return _probabilities(json.loads(body)["probabilities"], 1)
+
+    return Workload("naive-json", "/predict JSON, 1 image", "/predict", _json({"image": pixels.tolist()}),
+                    "application/json", 1, decode)
+
+
+def v1_json(image: np.ndarray) -> Workload:
+    """The service's /v1/predict with the same body as the naive server's."""
+    pixels = _as_floats(image[None])[0, 0]
+
+    def decode(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
+        predictions = json.loads(body)["predictions"]
+        return _probabilities([prediction["probabilities"] for prediction in predictions], len(predictions))
+
+    return Workload("v1-json", "/v1 JSON predict, 1 image", "/v1/predict", _json({"image": pixels.tolist()}),
+                    "application/json", 1, decode)
+
+
+def _v2_path(model: str) -> str:
+    return f"/v2/models/{model}/infer"
+
+
+def _decode_v2_json(count: int) -> Decoder:
+    def decode(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
+        outputs = json.loads(body)["outputs"]
+        return _probabilities(next(out["data"] for out in outputs if out["name"] == "probabilities"), count)
+
+    return decode
+
+
+def v2_json(image: np.ndarray, model: str) -> Workload:
+    """Open Inference Protocol JSON: a flat FP32 list, shape [1, 1, 28, 28]."""
+    batch = _as_floats(image[None])
+    request = {
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": list(batch.shape), "data": batch.ravel().tolist()}],
+        "outputs": [{"name": "probabilities"}],
+    }
+    return Workload("v2-json", "V2 JSON infer, 1 image", _v2_path(model), _json(request), "application/json", 1,
+                    _decode_v2_json(1))
+
+
+def decode_v2_binary(body: bytes, headers: Mapping[str, str], count: int) -> np.ndarray:
+    """Triton's binary extension: JSON header, then each binary output's raw bytes in order."""
+    lowered = {key.lower(): value for key, value in headers.items()}
+    header_length = int(lowered.get(INFER_HEADER.lower(), len(body)))
+    header = json.loads(body[:header_length])
+    offset = header_length
+    for output in header["outputs"]:
+        size = int(output.get("parameters", {}).get("binary_data_size", 0))
+        if output["name"] == "probabilities":
+            if size:
+                return _probabilities(np.frombuffer(body, dtype="<f4", count=size // 4, offset=offset), count)
+            return _probabilities(output["data"], count)
+        offset += size
+    raise ValueError("the response has no probabilities output")
+
+
+def v2_binary(images: np.ndarray, model: str) -> Workload:
+    """Open Inference Protocol with binary tensors both ways (as tritonclient.http sends them)."""
+    batch = _as_floats(images)
+    tensor = batch.astype("<f4").tobytes()
+    header = _json({
+        "inputs": [{"name": "image", "datatype": "FP32", "shape": list(batch.shape),
+                    "parameters": {"binary_data_size": len(tensor)}}],
+        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+    })
+    count = len(batch)
+    name, title = ("v2-binary", "V2 binary infer, 1 image") if count == 1 else (
+        f"v2-binary-{count}", f"V2 binary infer, {count} images")
+
+    def decode(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
+        return decode_v2_binary(body, headers, count)
+
+    return Workload(name, title, _v2_path(model), header + tensor, "application/octet-stream", count, decode,
+                    headers={INFER_HEADER: str(len(header))})
+
+
+def service_workloads(images: np.ndarray, model: str) -> list[Workload]:
+    """The four requests sent to the service: three single-image forms and one 256-image batch."""
+    return [v1_json(images[0]), v2_json(images[0], model), v2_binary(images[:1], model),
+            v2_binary(images[:BATCH_IMAGES], model)]
+
+
+def sample_images(data_dir: str | None = None) -> np.ndarray:
+    """The MNIST test set's first 256 digits, uint8 [256, 28, 28] (downloaded when missing)."""
+    from training.data import load_split
+
+    return np.ascontiguousarray(load_split("test", data_dir).images[:BATCH_IMAGES])

@@ -1,0 +1,220 @@
+"""From measured runs to the results: medians, ratios, the issue's targets, JSON and markdown."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from bench.load import LoadResult
+
+BASELINE_SERVER = "naive"
+BASELINE_WORKLOAD = "naive-json"
+TARGET_SERVER = "batching-on"
+DOC_START = "<!-- bench:start -->"
+DOC_END = "<!-- bench:end -->"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One run of one point; CPU in cores (CPU seconds per second of load)."""
+
+    requests_per_s: float
+    images_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: float
+    server_cpu: float
+    client_cpu: float
+    other_cpu: float
+
+    @classmethod
+    def from_load(cls, load: LoadResult, images_per_request: int, server_cpu_s: float,
+                  machine_busy_s: float) -> "Sample":
+        seconds = load.duration_s or 1.0
+        other_s = max(0.0, machine_busy_s - server_cpu_s - load.client_cpu_s)
+        return cls(requests_per_s=load.requests_per_s, images_per_s=load.requests_per_s * images_per_request,
+                   p50_ms=load.latency_ms["p50"], p95_ms=load.latency_ms["p95"], p99_ms=load.latency_ms["p99"],
+                   errors=load.errors, server_cpu=server_cpu_s / seconds, client_cpu=load.client_cpu_s / seconds,
+                   other_cpu=other_s / seconds)
+
+
+def median_sample(samples: list[Sample]) -> Sample:
+    """Each metric's median over the runs."""
+    return Sample(**{item.name: statistics.median(getattr(sample, item.name) for sample in samples)
+                     for item in fields(Sample)})
+
+
+@dataclass
+class Point:
+    server: str
+    server_title: str
+    workload: str
+    workload_title: str
+    concurrency: int
+    images_per_request: int
+    runs: list[Sample] = field(default_factory=list)
+    vs_naive: float | None = None
+    vs_limit: float | None = None
+
+    @property
+    def median(self) -> Sample:
+        return median_sample(self.runs)
+
+
+@dataclass(frozen=True)
+class Target:
+    title: str
+    measured: str
+    required: str
+    met: bool | None  # None: a point the target needs was not measured
+
+
+@dataclass
+class Results:
+    date: str
+    machine: dict[str, object]
+    settings: dict[str, object]
+    limit: dict[int, float]  # in-process images/s by batch size (median over runs)
+    limit_runs: dict[int, list[float]]
+    points: list[Point]
+    targets: list[Target] = field(default_factory=list)
+
+    def find(self, server: str, workload: str, concurrency: int) -> Point | None:
+        return next((point for point in self.points if (point.server, point.workload, point.concurrency)
+                     == (server, workload, concurrency)), None)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "date": self.date, "machine": self.machine, "settings": self.settings,
+            "limit_images_per_s": {str(batch): value for batch, value in self.limit.items()},
+            "limit_runs": {str(batch): values for batch, values in self.limit_runs.items()},
+            "points": [{**{key: value for key, value in asdict(point).items() if key != "runs"},
+                        "median": asdict(point.median), "runs": [asdict(run) for run in point.runs]}
+                       for point in self.points],
+            "targets": [asdict(target) for target in self.targets],
+        }
+
+
+def limit_for(limit: dict[int, float], images_per_request: int) -> float | None:
+    """The in-process images/s at the request's batch size, else at the nearest one measured."""
+    if not limit:
+        return None
+    return limit[min(limit, key=lambda batch: abs(batch - images_per_request))]
+
+
+def add_ratios(results: Results) -> None:
+    """images/s against the naive server at the same concurrency and against in-process ONNX Runtime."""
+    for point in results.points:
+        baseline = results.find(BASELINE_SERVER, BASELINE_WORKLOAD, point.concurrency)
+        if baseline is not None and baseline.median.images_per_s:
+            point.vs_naive = point.median.images_per_s / baseline.median.images_per_s
+        ceiling = limit_for(results.limit, point.images_per_request)
+        if ceiling:
+            point.vs_limit = point.median.images_per_s / ceiling
+
+
+def _ratio_target(results: Results, workload: str, concurrency: int, factor: float) -> Target:
+    title = f"{workload} at concurrency {concurrency}: req/s ≥ {factor:g}× naive"
+    point = results.find(TARGET_SERVER, workload, concurrency)
+    if point is None or point.vs_naive is None:
+        return Target(title, "not measured", f"{factor:g}×", None)
+    return Target(title, f"{point.vs_naive:.2f}× ({point.median.requests_per_s:,.0f} req/s)", f"{factor:g}×",
+                  point.vs_naive >= factor)
+
+
+def _latency_target(results: Results, workload: str, concurrency: int, percentile: str) -> Target:
+    title = f"{workload} at concurrency {concurrency}: {percentile} ≤ naive's"
+    point = results.find(TARGET_SERVER, workload, concurrency)
+    baseline = results.find(BASELINE_SERVER, BASELINE_WORKLOAD, concurrency)
+    if point is None or baseline is None:
+        return Target(title, "not measured", "naive's", None)
+    measured = getattr(point.median, f"{percentile}_ms")
+    required = getattr(baseline.median, f"{percentile}_ms")
+    return Target(title, f"{measured:.2f} ms", f"≤ {required:.2f} ms", measured <= required)
+
+
+def _batch_target(results: Results, workload: str, share: float) -> Target:
+    title = f"{workload}: images/s ≥ {share:.0%} of in-process (best concurrency)"
+    points = [point for point in results.points if point.server == TARGET_SERVER and point.workload == workload]
+    if not points or points[0].vs_limit is None:
+        return Target(title, "not measured", f"{share:.0%}", None)
+    best = max(points, key=lambda point: point.median.images_per_s)
+    return Target(title, f"{best.vs_limit:.0%} ({best.median.images_per_s:,.0f} images/s at c={best.concurrency})",
+                  f"≥ {share:.0%}", best.vs_limit >= share)
+
+
+def evaluate_targets(results: Results) -> list[Target]:
+    """The issue's targets, on the service with batching on (its default)."""
+    return [
+        _ratio_target(results, "v1-json", 64, 2.0),
+        _latency_target(results, "v1-json", 64, "p99"),
+        _ratio_target(results, "v2-binary", 64, 3.0),
+        _batch_target(results, "v2-binary-256", 0.9),
+        *(_latency_target(results, workload, 1, "p50") for workload in ("v1-json", "v2-json", "v2-binary")),
+    ]
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def _met(met: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "not measured"}[met]
+
+
+def render_markdown(results: Results) -> str:
+    machine, settings = results.machine, results.settings
+    lines = [
+        f"Run on {results.date}: {machine['cpu_model']}, {machine['cpus']} CPUs "
+        f"({machine['available_cpus']} usable), {machine['os']}; Python {machine['python']}, "
+        f"ONNX Runtime {machine['onnxruntime']}; load from {settings['load_tool']}.",
+        f"Model `{settings['model']}`; median of {settings['runs']} run(s) of {settings['duration_s']:g} s per point; "
+        f"server, load generator and anything else on the machine share the same cores.",
+        "",
+        "In-process ONNX Runtime, the limit (no HTTP):",
+        "",
+        "| batch | images/s |",
+        "|---:|---:|",
+        *(f"| {batch} | {value:,.0f} |" for batch, value in results.limit.items()),
+        "",
+        "| server | request | conc. | req/s | images/s | p50 ms | p95 ms | p99 ms | errors | server CPU | client CPU "
+        "| other CPU | × naive | × in-process |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for point in results.points:
+        median = point.median
+        lines.append(
+            f"| {point.server_title} | {point.workload_title} | {point.concurrency} | {median.requests_per_s:,.0f} "
+            f"| {median.images_per_s:,.0f} | {_ms(median.p50_ms)} | {_ms(median.p95_ms)} | {_ms(median.p99_ms)} "
+            f"| {median.errors:.0f} | {median.server_cpu:.2f} | {median.client_cpu:.2f} | {median.other_cpu:.2f} "
+            f"| {_ratio(point.vs_naive)} | {_ratio(point.vs_limit)} |")
+    lines += [
+        "",
+        "CPU columns are cores busy on average (1.00 = one core all the time); \"other\" is the rest of the machine. "
+        "× naive: images/s over the naive server's at the same concurrency; × in-process: images/s over in-process "
+        "ONNX Runtime's at the request's own batch size.",
+        "",
+        "| target (service, batching on) | measured | required | met |",
+        "|---|---|---|---|",
+        *(f"| {target.title} | {target.measured} | {target.required} | {_met(target.met)} |"
+          for target in results.targets),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_document(path: Path, markdown: str) -> None:
+    """Replace the generated block of `path` (between the bench markers), or append one."""
+    block = f"{DOC_START}\n{markdown}{DOC_END}"
+    text = path.read_text() if path.exists() else ""
+    if DOC_START in text and DOC_END in text:
+        text = re.sub(re.escape(DOC_START) + r".*?" + re.escape(DOC_END), lambda _: block, text, flags=re.DOTALL)
+    else:
+        text = (text.rstrip() + "\n\n" if text else "") + block + "\n"
+    path.write_text(text)
