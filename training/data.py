@@ -186,7 +186,7 @@ def download_file(
     stem: str,
     data_dir: Path,
     *,
-    mirrors: Sequence[str] = MIRRORS,
+    mirrors: Sequence[str] | None = None,
     expected_sha256: str | None = None,
     timeout: float = 30.0,
     progress: ProgressCallback | None = None,
@@ -195,7 +195,9 @@ def download_file(
 
     The file is written atomically (temporary file, then rename) and only after its
     decompressed content matched the checksum; a bad copy from one mirror moves on to the next.
+    `mirrors` defaults to the module's `MIRRORS`, read at call time.
     """
+    mirrors = MIRRORS if mirrors is None else mirrors
     expected = expected_sha256 or CONTENT_SHA256[stem]
     report = progress or _print_progress(stem)
     errors: list[str] = []
