@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,9 @@ def test_empty_label_file_is_valid(tmp_path: Path) -> None:
          "missing-data", "extra-data", "short-labels", "27x28-images", "32x32-images", "label-10"],
 )
 @pytest.mark.parametrize("compress", [True, False], ids=["gzipped", "raw"])
-def test_rejects_malformed_files(tmp_path: Path, content: bytes, reader, message: str, compress: bool) -> None:
+def test_rejects_malformed_files(
+    tmp_path: Path, content: bytes, reader: Callable[[Path], np.ndarray], message: str, compress: bool
+) -> None:
     path = write_idx(tmp_path / "broken-idx", content, compress)
     with pytest.raises(IdxFormatError, match=message):
         reader(path)

@@ -23,8 +23,9 @@ from training.contract import (
     verify_export,
 )
 
-import keras  # noqa: E402 - after training.tf_train, which quiets TensorFlow's logging first
-import tensorflow as tf  # noqa: E402
+# imported after training.tf_train, which quiets TensorFlow's C++ logging before TensorFlow loads
+import keras
+import tensorflow as tf
 
 SETTINGS = TrainSettings(architecture="lenet", epochs=2, train_limit=2000, test_limit=300, validation_size=500, seed=1)
 EXPORT_SAMPLES = 32
