@@ -247,6 +247,20 @@ def _v2_input_tensor(spec: Mapping[str, Any], binary: memoryview, offset: int, i
     return np.ascontiguousarray(array), offset
 
 
+def _explain_header_error(message: str, header_length: str | None) -> str:
+    """Most JSON errors in a binary request come from a missing or wrong header length: say so."""
+    if "not valid JSON" not in message:
+        return message
+    if header_length is None:
+        return f"{message}; a body with binary tensor data needs the {HEADER_LENGTH} header"
+    return f"{message}; the JSON header is the first {header_length} bytes of the body, per {HEADER_LENGTH}"
+
+
+# Parameters of Triton extensions this server does not implement: ignoring them would return
+# something other than what the client asked for.
+UNSUPPORTED_OUTPUT_PARAMETERS = ("classification", "shared_memory_region")
+
+
 def parse_v2_request(body: bytes, header_length: str | None, input_name: str, input_shape: Sequence[int],
                      output_names: Sequence[str], max_images: int, max_depth: int) -> V2Request:
     if header_length is not None:
@@ -259,7 +273,12 @@ def parse_v2_request(body: bytes, header_length: str | None, input_name: str, in
         header, binary = body[:json_size], memoryview(body)[json_size:]
     else:
         header, binary = body, memoryview(b"")
-    request = parse_json(header, max_depth)
+    # A tensor's data may nest once per dimension ([n][1][28][28]); those levels do not count
+    # against max_json_depth, which bounds the structure around them.
+    try:
+        request = parse_json(header, max_depth + len(input_shape))
+    except BadRequest as exc:
+        raise BadRequest(_explain_header_error(exc.message, header_length)) from exc
     if not isinstance(request, dict):
         raise BadRequest("inference request must be a JSON object")
     inputs = request.get("inputs")
@@ -288,6 +307,10 @@ def parse_v2_request(body: bytes, header_length: str | None, input_name: str, in
             item_parameters = item.get("parameters") or {}
             if not isinstance(item_parameters, dict):
                 raise BadRequest(f"output {item['name']!r}: parameters must be an object")
+            unsupported = [key for key in UNSUPPORTED_OUTPUT_PARAMETERS if key in item_parameters]
+            if unsupported:
+                raise BadRequest(f"output {item['name']!r}: parameter {unsupported[0]!r} is not supported by this "
+                                 "server (extensions: binary_tensor_data)")
             outputs.append(RequestedOutput(item["name"], bool(item_parameters.get("binary_data", binary_default))))
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
