@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from service.codec import InputLimits, ParsedImages, dumps, file_to_image, parse_json, parse_v1_images
@@ -71,10 +72,13 @@ async def _read_multipart(request: Request, settings: Settings, limits: InputLim
     parts = settings.max_multipart_parts
     try:
         form = await request.form(max_files=parts, max_fields=parts, max_part_size=limits.max_encoded_bytes)
-    except MultiPartException as exc:
-        message = str(exc.message if hasattr(exc, "message") else exc)
+    except (MultiPartException, HTTPException) as exc:  # inside an app, Starlette re-raises it as HTTPException(400)
+        message = str(getattr(exc, "detail", None) or getattr(exc, "message", None) or exc)
         if "Too many" in message:
             raise PayloadTooLarge(f"multipart body: {message} (max_multipart_parts limit {parts})") from exc
+        if "exceeded maximum size" in message:
+            raise PayloadTooLarge(f"multipart body: {message} "
+                                  f"(max_encoded_image_bytes limit {limits.max_encoded_bytes})") from exc
         raise BadRequest(f"multipart body: {message}") from exc
     try:
         files = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
