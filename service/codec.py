@@ -27,8 +27,12 @@ def dumps(content: Any) -> bytes:
     return orjson.dumps(content, option=ORJSON_OPTIONS)
 
 
+_CONTAINER_TYPES = frozenset({dict, list})  # parsed JSON holds these exact types
+
+
 def json_depth(value: Any, limit: int) -> int:
-    """Nesting depth of parsed JSON, stopping past `limit`. Lists of numbers are not walked."""
+    """Nesting depth of parsed JSON, stopping past `limit`. Lists of scalars are scanned at C speed
+    (`map(type, ...)`), not walked: a scalar first item must not hide deeper items behind it."""
     depth, level = 0, [value]
     while level:
         depth += 1
@@ -38,7 +42,8 @@ def json_depth(value: Any, limit: int) -> int:
         for item in level:
             if isinstance(item, dict):
                 children.extend(v for v in item.values() if isinstance(v, (dict, list)))
-            elif isinstance(item, list) and item and isinstance(item[0], (dict, list)):
+            elif isinstance(item, list) and item and (isinstance(item[0], (dict, list))
+                                                      or not _CONTAINER_TYPES.isdisjoint(map(type, item))):
                 children.extend(v for v in item if isinstance(v, (dict, list)))
         level = children
     return depth
@@ -207,7 +212,7 @@ def _v2_input_tensor(spec: Mapping[str, Any], binary: memoryview, offset: int, i
             or tuple(shape[1:]) != tuple(input_shape) or shape[0] < 1):
         raise BadRequest(f"input {name!r}: shape {shape} does not match [-1, {', '.join(map(str, input_shape))}]")
     if shape[0] > max_images:
-        raise BadRequest(f"input {name!r}: batch of {shape[0]} exceeds the max_images_per_request limit of {max_images}")
+        raise PayloadTooLarge(f"input {name!r}: batch of {shape[0]} exceeds the max_images_per_request limit of {max_images}")
     dtype = V2_DATATYPES[datatype]
     count = int(np.prod(shape))
     parameters = spec.get("parameters") or {}
