@@ -35,7 +35,8 @@ def decode_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Im
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise Unprocessable(f"{where}: not a readable image file ({exc.__class__.__name__}: {exc})") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise PayloadTooLarge(f"{where}: decompression bomb refused ({exc})") from exc
+        raise PayloadTooLarge(f"{where}: decompression bomb refused by Pillow's guard ({exc}); "
+                              f"the max_image_pixels limit is {max_pixels}") from exc
     if width < 1 or height < 1:
         raise Unprocessable(f"{where}: image has no pixels")
     return image
