@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from types import FrameType
 
 import uvicorn
@@ -24,8 +25,16 @@ class DrainingServer(uvicorn.Server):
         self._registry = registry
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        first = not self._registry.draining  # type: ignore[attr-defined]
         self._registry.draining = True  # type: ignore[attr-defined]
         super().handle_exit(sig, frame)
+        if sig == signal.SIGTERM:
+            # uvicorn re-raises captured signals once it has shut down, which would end the process
+            # killed by SIGTERM (-15); a graceful drain is a clean exit, status 0.
+            self._captured_signals = [captured for captured in self._captured_signals if captured != signal.SIGTERM]
+        if first:
+            log.info("%s received: not ready, draining (grace period %gs)", signal.Signals(sig).name,
+                     self.config.timeout_graceful_shutdown or 0)
 
 
 def run_server(settings: Settings) -> int:
@@ -33,7 +42,9 @@ def run_server(settings: Settings) -> int:
     app = create_app(settings)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s) or None, lifespan="on",
+        lifespan="on",
+        # seconds, float accepted; int(grace) or None turned a grace under 1 s into waiting for ever
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
     )
     server = DrainingServer(config, app.state.registry)
     log.info("serving %s on http://%s:%d (device %s, %d threads per session)", settings.models_dir,
