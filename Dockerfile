@@ -2,10 +2,10 @@
 #   gpu    ONNX Runtime with CUDA 13 + cuDNN 9 (onnxruntime-gpu), on NVIDIA's CUDA runtime image
 #   cpu    ONNX Runtime for the CPU (onnxruntime), on a slim Python image
 #   train  trains with PyTorch and/or TensorFlow (CPU) and exports ONNX into /models
-# Each final stage copies a ready virtual environment from its builder: no compiler, no pip
-# cache, no build files, and a non-root user (uid 10001). Base images are pinned by exact tag;
-# pin them by digest too with --build-arg PYTHON_IMAGE=...@sha256:... / CUDA_IMAGE=...@sha256:...
-# (docs/deployment.md).
+# Each final stage copies a ready virtual environment (bytecode compiled, pip removed) from its
+# builder: no compiler, no pip, no build files; it runs as a non-root user (uid 10001).
+# Base images are pinned by exact tag; pin them by digest too with
+# --build-arg PYTHON_IMAGE=...@sha256:... and CUDA_IMAGE=...@sha256:... (docs/deployment.md).
 #
 #   docker build --target gpu -t mnist-serve:gpu .
 #   docker build --target cpu -t mnist-serve:cpu .
@@ -17,8 +17,7 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04
 # ---------------------------------------------------------------- CPU serving
 FROM ${PYTHON_IMAGE} AS cpu-builder
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 # Dependencies first, in their own layer: a source edit does not reinstall them.
@@ -29,7 +28,8 @@ COPY service/ service/
 COPY training/ training/
 COPY bench/ bench/
 RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/python -c "import onnxruntime, service.main; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())"
+    && cd / && /opt/venv/bin/python -c "import onnxruntime, service.main; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip
 
 FROM ${PYTHON_IMAGE} AS cpu
 ENV PATH=/opt/venv/bin:$PATH \
@@ -53,8 +53,7 @@ CMD ["mnist-serve", "serve"]
 FROM ${CUDA_IMAGE} AS gpu-builder
 ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 python3.12-venv \
     && rm -rf /var/lib/apt/lists/*
@@ -68,7 +67,8 @@ COPY training/ training/
 COPY bench/ bench/
 # No GPU while building: only check that the CUDA provider is compiled in.
 RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/python -c "import onnxruntime as ort, service.main; providers = ort.get_available_providers(); print('onnxruntime', ort.__version__, providers); assert 'CUDAExecutionProvider' in providers"
+    && cd / && /opt/venv/bin/python -c "import onnxruntime as ort, service.main; providers = ort.get_available_providers(); print('onnxruntime', ort.__version__, providers); assert 'CUDAExecutionProvider' in providers" \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip
 
 FROM ${CUDA_IMAGE} AS gpu
 ENV DEBIAN_FRONTEND=noninteractive
@@ -99,8 +99,7 @@ FROM ${PYTHON_IMAGE} AS train-builder
 ARG TRAIN_EXTRAS=torch,tensorflow
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml deploy/pyproject_requirements.py deploy/constraints.txt ./
@@ -113,7 +112,8 @@ COPY service/ service/
 COPY training/ training/
 COPY bench/ bench/
 RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/mnist-serve train --help > /dev/null
+    && /opt/venv/bin/mnist-serve train --help > /dev/null \
+    && /opt/venv/bin/python -m pip uninstall -y -q pip
 
 FROM ${PYTHON_IMAGE} AS train
 ENV PATH=/opt/venv/bin:$PATH \

@@ -39,6 +39,7 @@ CPU_OVERRIDE_FILE = REPO_ROOT / "docker-compose.cpu.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 NGINX_CONF = REPO_ROOT / "deploy" / "nginx.conf"
+DEPLOYMENT_DOC = REPO_ROOT / "docs" / "deployment.md"
 REQUIREMENTS_HELPER = REPO_ROOT / "deploy" / "pyproject_requirements.py"
 CONSTRAINTS = REPO_ROOT / "deploy" / "constraints.txt"
 
@@ -415,10 +416,14 @@ def app_routes() -> list[BaseRoute]:
     return list(create_app(Settings()).routes)
 
 
-def is_get_route(path: str) -> bool:
-    """Whether `path` is a GET route of the app's route table (Mounts such as /static do not count)."""
-    scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": [], "query_string": b""}
+def is_route(path: str, method: str) -> bool:
+    """Whether the app's route table has `method path` (Mounts such as /static do not count)."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": "", "headers": [], "query_string": b""}
     return any(route.matches(scope)[0] == Match.FULL and not isinstance(route, Mount) for route in app_routes())
+
+
+def is_get_route(path: str) -> bool:
+    return is_route(path, "GET")
 
 
 def build_target(service: dict[str, Any]) -> str:
@@ -581,6 +586,36 @@ def test_interpolation_follows_compose_rules() -> None:
     assert interpolate("${A:+set}${B+set}", {"A": "1", "B": ""}) == "setset"
     with pytest.raises(ValueError):
         interpolate("${A:?must be set}", {})
+
+
+# ---------------------------------------------------------------- the deployment guide
+COMPOSE_SUBCOMMAND = re.compile(r"\b(?:exec|logs|restart|stop|build|kill -s SIGHUP|run --rm)\s+(?P<service>[a-z][\w-]*)")
+
+
+def test_guide_commands_name_real_files_services_profiles_and_routes(compose: dict[str, Any]) -> None:
+    text = DEPLOYMENT_DOC.read_text()
+    services = compose["services"]
+    profiles = {profile for service in services.values() for profile in service.get("profiles", [])}
+    commands = re.findall(r"docker compose[^\n`]*", text)
+    assert len(commands) >= 15
+    for command in commands:
+        for profile in re.findall(r"--profile (\S+)", command):
+            assert profile in profiles, command
+        for file in re.findall(r"-f (\S+)", command):
+            assert (REPO_ROOT / file).is_file(), command
+        for service, replicas in re.findall(r"--scale ([\w-]+)=(\d+)", command):
+            assert service == SCALE_SERVICE and int(replicas) > 1, command
+        for match in COMPOSE_SUBCOMMAND.finditer(command):
+            assert match["service"] in services, command
+    urls = re.findall(r"localhost:(\d+)(/[\w/.-]*)", text)
+    published = {host for service in services.values() for host, _ in published_ports(service)}
+    assert len(urls) >= 8
+    for port, path in urls:
+        assert int(port) in published, f"localhost:{port}{path}"
+        if path != "/":
+            assert is_route(path, "GET") or is_route(path, "POST"), f"{path} is not a route of the app"
+    for example in re.findall(r"file=@(\S+)", text):
+        assert (REPO_ROOT / example).is_file(), example
 
 
 # ---------------------------------------------------------------- training service
