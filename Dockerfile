@@ -51,8 +51,8 @@ CMD ["mnist-serve", "serve"]
 # ---------------------------------------------------------------- GPU serving
 # Ubuntu 24.04's own Python 3.12 in both stages, so the venv's interpreter path is the same.
 FROM ${CUDA_IMAGE} AS gpu-builder
-ENV DEBIAN_FRONTEND=noninteractive \
-    PIP_NO_CACHE_DIR=1 \
+ARG DEBIAN_FRONTEND=noninteractive
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 python3.12-venv \
@@ -71,7 +71,7 @@ RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/python -m pip uninstall -y -q pip
 
 FROM ${CUDA_IMAGE} AS gpu
-ENV DEBIAN_FRONTEND=noninteractive
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 \
     && rm -rf /var/lib/apt/lists/* \
