@@ -132,6 +132,7 @@ def write_model(model: onnx.ModelProto, out_dir: Path, name: str, version: int |
     target = target_dir / "model.onnx"
     with tempfile.NamedTemporaryFile(dir=target_dir, prefix=".model.", suffix=".part", delete=False) as tmp:
         tmp.write(model.SerializeToString())
+    os.chmod(tmp.name, 0o644)  # readable by a server running as another user
     os.replace(tmp.name, target)
     return target
 

@@ -219,6 +219,7 @@ def download_file(
         target = data_dir / f"{stem}.gz"
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=f".{stem}.", suffix=".part", delete=False) as tmp:
             tmp.write(payload)
+        os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, target)
         log.info("downloaded %s from %s", stem, mirror)
         return target
