@@ -94,7 +94,8 @@ class DynamicBatcher:
         if self._closed:
             raise ServiceUnavailable(f"model {self.name} is shutting down")
         if len(self._queue) >= self.config.max_queue_size:
-            raise Overloaded(f"model {self.name} queue is full ({self.config.max_queue_size} requests); retry later")
+            raise Overloaded(f"model {self.name} queue is full: {self.config.max_queue_size} requests waiting, "
+                             "the max_queue_size limit; retry later")
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         pending = _Pending(images, tuple(outputs), loop.create_future(), now, now + self.config.timeout_s)
