@@ -89,6 +89,11 @@ class DynamicBatcher:
     def busy(self) -> int:
         return self._running
 
+    @property
+    def closed(self) -> bool:
+        """Draining or drained: takes no new requests."""
+        return self._closed
+
     async def submit(self, images: np.ndarray, outputs: Sequence[str]) -> BatchResult:
         """Queue `images` [n, 1, 28, 28]; resolves with this request's own outputs."""
         if self._closed:

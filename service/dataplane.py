@@ -9,7 +9,7 @@ import numpy as np
 
 from service.batching import BatchResult
 from service.config import Settings
-from service.errors import BadRequest, ModelNotReady
+from service.errors import BadRequest, ModelNotReady, NotFound
 from service.registry import ModelRegistry, ModelVersion
 
 
@@ -35,7 +35,18 @@ class DataPlane:
         unknown = [name for name in outputs if name not in model.outputs]
         if unknown:
             raise BadRequest(f"unknown output {unknown[0]!r}; outputs: {', '.join(model.outputs)}")
+        if model.batcher.closed and not self.registry.draining:
+            model = self._current(model)
         return await model.batcher.submit(batch, outputs)
+
+    def _current(self, retired: ModelVersion) -> ModelVersion:
+        """A route resolves its model before it reads the body; if that version was reloaded in
+        the meantime, the request runs on the version's new session instead of failing."""
+        try:
+            return self.registry.get(retired.name, retired.version)
+        except NotFound:
+            raise ModelNotReady(f"model {retired.label} was unloaded while this request was being read; "
+                                "retry", retry_after=1) from None
 
 
 def predictions(probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
