@@ -8,7 +8,6 @@ the centre.
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -24,14 +23,19 @@ def decode_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Im
     """Open an encoded image, refusing decompression bombs before any pixel is decoded."""
     if not data:
         raise Unprocessable(f"{where}: empty image file")
+    # Pillow's guard is checked here rather than by turning its warning into an error with
+    # warnings.catch_warnings(): that swaps process-wide filters and is not thread-safe, and
+    # images are decoded in worker threads. Past twice its limit Pillow raises by itself.
+    pillow_limit = Image.MAX_IMAGE_PIXELS or max_pixels
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(f"{where}: {width}x{height} pixels exceeds the max_image_pixels limit of {max_pixels}")
-            image.load()
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(f"{where}: {width}x{height} pixels exceeds the max_image_pixels limit of {max_pixels}")
+        if width * height > pillow_limit:
+            raise PayloadTooLarge(f"{where}: {width}x{height} pixels exceeds Pillow's decompression bomb limit of "
+                                  f"{pillow_limit} (the max_image_pixels limit is {max_pixels})")
+        image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise Unprocessable(f"{where}: not a readable image file ({exc.__class__.__name__}: {exc})") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
