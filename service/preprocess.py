@@ -36,7 +36,10 @@ def decode_image(data: bytes, max_pixels: int, where: str = "image") -> Image.Im
             raise PayloadTooLarge(f"{where}: {width}x{height} pixels exceeds Pillow's decompression bomb limit of "
                                   f"{pillow_limit} (the max_image_pixels limit is {max_pixels})")
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError as exc:  # its message shows an internal object's address
+        raise Unprocessable(f"{where}: not a readable image file (format not recognised; "
+                            "send PNG, JPEG, BMP, GIF, TIFF or WebP)") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
         raise Unprocessable(f"{where}: not a readable image file ({exc.__class__.__name__}: {exc})") from exc
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise PayloadTooLarge(f"{where}: decompression bomb refused by Pillow's guard ({exc}); "
