@@ -9,7 +9,7 @@ import numpy as np
 
 from service.batching import BatchResult
 from service.config import Settings
-from service.errors import BadRequest, ModelNotReady, NotFound
+from service.errors import BadRequest, ModelNotReady, NotFound, NotFound
 from service.registry import ModelRegistry, ModelVersion
 
 
@@ -26,10 +26,15 @@ class DataPlane:
     def ready(self) -> bool:
         return self.registry.ready
 
-    def model(self, name: str | None = None, version: int | None = None) -> ModelVersion:
+    def model(self, name: str | None = None, version: int | str | None = None) -> ModelVersion:
         if not self.registry.loaded:
             raise ModelNotReady("models are still loading", retry_after=2)
-        return self.registry.get(name or self.settings.default_model, version)
+        name = name or self.settings.default_model
+        if isinstance(version, str):
+            if not (version.isascii() and version.isdigit() and 0 < len(version) <= 9):
+                raise NotFound(f"model {name!r} has no version {version!r}")
+            version = int(version)
+        return self.registry.get(name, version)
 
     async def infer(self, model: ModelVersion, batch: np.ndarray, outputs: Sequence[str]) -> BatchResult:
         unknown = [name for name in outputs if name not in model.outputs]

@@ -25,7 +25,7 @@ def require_admin(request: Request) -> None:
 
 router = APIRouter(prefix="/v2/repository", tags=["admin"], dependencies=[Depends(require_admin)],
                    responses=error_responses(401, 404))
-ModelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+ModelName = Annotated[str, Path(description="model name")]
 
 
 @router.post("/index", summary="Models on disk and their state")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import zlib
 from typing import Any
 
 from fastapi import Request
@@ -41,6 +42,28 @@ def limits_of(settings: Settings) -> InputLimits:
                        max_pixels=settings.max_image_pixels)
 
 
+async def read_body(request: Request) -> bytes:
+    """The request body, decompressed when it came with Content-Encoding gzip or deflate (as
+    tritonclient's request_compression_algorithm sends it); the result obeys max_body_bytes too."""
+    body = await request.body()
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding in ("", "identity"):
+        return body
+    if coding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {coding} is not supported: send gzip, deflate or identity")
+    limit = settings_of(request).max_body_bytes
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {coding} data: {exc}") from exc
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed body exceeds the max_body_bytes limit of {limit} bytes")
+    if not inflater.eof:
+        raise BadRequest(f"{coding} body is truncated")
+    return inflated
+
+
 def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -52,7 +75,7 @@ async def read_images(request: Request, preprocess: bool | None, single: bool) -
     limits = limits_of(settings)
     kind = media_type(request)
     if kind == "application/json" or kind.endswith("+json"):
-        body = parse_json(await request.body(), settings.max_json_depth, error=BadRequest)
+        body = parse_json(await read_body(request), settings.max_json_depth, error=BadRequest)
         if not isinstance(body, dict):
             raise Unprocessable("request body must be a JSON object")
         unknown = sorted(set(body) - {"image", "images", "image_base64", "images_base64"})

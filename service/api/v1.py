@@ -19,8 +19,8 @@ from training.contract import INPUT_NAME, INPUT_SHAPE, PROBABILITIES, WEIGHTED_K
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
-ModelName = Annotated[str, Path(description="model name, e.g. cnn-pytorch", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="model version")]
+ModelName = Annotated[str, Path(description="model name, e.g. cnn-pytorch")]
+Version = Annotated[str, Path(description="model version, e.g. 1 (an unknown one is a 404)")]
 Preprocess = Annotated[bool | None, Query(description="MNIST-style preprocessing (default: on for image files, off for arrays)")]
 IncludeInput = Annotated[bool, Query(description="return the 28x28 input(s) the model saw")]
 TopK = Annotated[int, Query(ge=1, le=10, description="how many ranked labels to return")]

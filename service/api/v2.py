@@ -9,15 +9,15 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from service import __version__
-from service.api.common import JSONBody, dataplane_of, error_responses, settings_of
+from service.api.common import JSONBody, dataplane_of, error_responses, read_body, settings_of
 from service.codec import HEADER_LENGTH, encode_v2_response, parse_v2_request
 from service.errors import ModelNotReady, ServiceUnavailable
 from training.contract import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
-ModelName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-Version = Annotated[int, Path(ge=1, le=2**31 - 1)]
+ModelName = Annotated[str, Path(description="model name")]
+Version = Annotated[str, Path(description="model version (an unknown one is a 404)")]
 
 _TENSOR = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
     "name": {"type": "string", "enum": [INPUT_NAME]},
@@ -92,7 +92,7 @@ async def infer(request: Request, name: ModelName, version: Version | None = Non
     settings = settings_of(request)
     model = plane.model(name, version)
     parsed = parse_v2_request(
-        await request.body(), request.headers.get(HEADER_LENGTH), INPUT_NAME, INPUT_SHAPE, model.outputs,
+        await read_body(request), request.headers.get(HEADER_LENGTH), INPUT_NAME, INPUT_SHAPE, model.outputs,
         settings.max_images_per_request, settings.max_json_depth,
     )
     result = await plane.infer(model, parsed.batch, [output.name for output in parsed.outputs])

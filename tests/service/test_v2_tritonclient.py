@@ -150,7 +150,7 @@ def test_no_requested_outputs_returns_every_output(client: triton.InferenceServe
                                    atol=ACTIVATION_TOLERANCE, err_msg=name)
 
 
-@pytest.mark.parametrize("model, version, status", [("no-such-model", "", 404), (MODEL, "99", 404)])
+@pytest.mark.parametrize("model, version, status", [("no-such-model", "", 404), (MODEL, "99", 404), (MODEL, "0", 404), (MODEL, "abc", 404)])
 def test_unknown_model_or_version_is_404(client: triton.InferenceServerClient, model: str, version: str,
                                          status: int) -> None:
     with pytest.raises(InferenceServerException) as raised:
@@ -176,3 +176,14 @@ def test_classification_extension_is_refused_not_ignored(client: triton.Inferenc
                      outputs=[triton.InferRequestedOutput(PROBABILITIES, class_count=3)])
     assert raised.value.status() == "400"
     assert "classification" in raised.value.message()
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_give_the_same_result(client: triton.InferenceServerClient, mnist_test_set,
+                                                  algorithm: str) -> None:
+    batch = as_input(mnist_test_set[0][:8])
+    outputs = [triton.InferRequestedOutput(PROBABILITIES, binary_data=True)]
+    plain = client.infer(MODEL, [fp32_input(batch, True)], outputs=outputs).as_numpy(PROBABILITIES)
+    packed = client.infer(MODEL, [fp32_input(batch, True)], outputs=outputs,
+                          request_compression_algorithm=algorithm).as_numpy(PROBABILITIES)
+    np.testing.assert_array_equal(packed, plain)
