@@ -184,9 +184,10 @@ def measure_runs(started: dict[str, servers.RunningServer],
     return limit_runs
 
 
-def run_benchmark(plan: BenchPlan) -> Results:
+def run_benchmark(plan: BenchPlan, images: np.ndarray | None = None) -> Results:
+    """`images`: uint8 digits [n >= 256, 28, 28] for the bodies; default the MNIST test set's."""
     stamp = dt.datetime.now().astimezone()
-    images = sample_images()
+    images = sample_images() if images is None else images
     expected_labels = inprocess.predict_labels(plan.model_path, images)
     workloads = workloads_by_server(plan, images)
     body_files = {workload.name: write_body(workload, plan.out_dir / "bodies")

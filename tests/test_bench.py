@@ -17,7 +17,7 @@ import pytest
 from bench import inprocess, servers
 from bench.cpu import machine_cpu_times, process_tree_cpu_seconds
 from bench.load import default_tool, run_load, write_body
-from bench.payloads import decode_v2_binary, naive_json, sample_images, v2_binary
+from bench.payloads import BATCH_IMAGES, decode_v2_binary, naive_json, v2_binary
 from bench.report import DOC_END, DOC_START, Point, Results, Sample, add_ratios, evaluate_targets, \
     render_markdown, update_document
 from bench.run import BenchPlan, run_benchmark, write_results
@@ -33,8 +33,8 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def images() -> np.ndarray:
-    return sample_images()
+def images(mnist_test_set: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    return mnist_test_set[0][:BATCH_IMAGES]
 
 
 @pytest.fixture(scope="module")
@@ -176,11 +176,11 @@ def test_update_document_replaces_only_the_generated_block(tmp_path: Path) -> No
     assert document.read_text() == f"# Benchmark\n\nprose\n\n{DOC_START}\nnew table\n{DOC_END}\n\nmore prose\n"
 
 
-def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path) -> None:
+def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, images: np.ndarray) -> None:
     plan = BenchPlan(model=MODEL, models_dir=MODELS_DIR, out_dir=tmp_path, duration=1.0, runs=1, concurrencies=(2,),
                      servers=("naive", "batching-on"), workloads=("v1-json", "v2-binary-256"), limit_batches=(1, 256),
                      warmup_s=0.5, document=tmp_path / "benchmark.md")
-    results = run_benchmark(plan)
+    results = run_benchmark(plan, images)
     assert [(point.server, point.workload) for point in results.points] == [
         ("naive", "naive-json"), ("batching-on", "v1-json"), ("batching-on", "v2-binary-256")]
     for point in results.points:
