@@ -145,14 +145,16 @@ function showActivations(response) {
 }
 
 function showExplanation(response) {
-  const maxDrop = drawOcclusion(ui.occlusion, state.input ?? response.heatmap.map((row) => row.map(() => 0)), response.heatmap);
+  const input = response.input ?? state.input ?? response.heatmap.map((row) => row.map(() => 0));
+  const maxDrop = drawOcclusion(ui.occlusion, input, response.heatmap);
   ui.occlusion.dataset.target = String(response.target);
   ui.occlusion.dataset.patch = String(response.patch);
   ui.occlusion.dataset.stride = String(response.stride);
   ui.occlusionCaption.textContent =
     `Target ${response.target} (p = ${formatPercent(response.probability)}). Red: covering this area with a ` +
     `${response.patch}×${response.patch} patch lowers p(${response.target}), by up to ${formatValue(maxDrop)}; ` +
-    "blue: covering it raises p.";
+    "blue: covering it raises p." +
+    (maxDrop < 0.01 ? " The model stays confident wherever the patch sits; a larger patch shows more." : "");
 }
 
 function resetOutputs() {
@@ -207,10 +209,12 @@ async function update() {
 
 const scheduleUpdate = debounce(() => { update(); }, UPDATE_WAIT_MS, UPDATE_MAX_WAIT_MS);
 
-/** The input or the model changed: answers still on their way describe something else. */
+/**
+ * The pad was emptied or the model changed: answers still on their way describe something that
+ * is gone. (A stroke going on does not invalidate: an answer for its start is still worth showing.)
+ */
 function invalidate() {
   for (const freshness of Object.values(fresh)) freshness.invalidate();
-  state.seq += 1;
 }
 
 function kernelsFor(model, layerName) {
@@ -280,6 +284,7 @@ function selectModel(name) {
   if (!model) return;
   state.model = model;
   invalidate();
+  state.seq += 1;
   showModelInfo(model);
   layers.setModel(model);
   setComparePair();
@@ -316,9 +321,10 @@ function describePad() {
 }
 
 pad.addEventListener("change", (event) => {
-  invalidate();
+  state.seq += 1;
   describePad();
   if (pad.isEmpty) {
+    invalidate();
     scheduleUpdate.cancel();
     resetOutputs();
     state.settledSeq = state.seq;
@@ -342,6 +348,13 @@ ui.upload.addEventListener("change", async () => {
     publishState();
   }
   ui.upload.value = "";  // the same file can be chosen again
+});
+
+ui.pad.addEventListener("keydown", (event) => {
+  if (event.key === "Delete" || event.key === "Backspace") {
+    event.preventDefault();
+    pad.clear();
+  }
 });
 
 document.addEventListener("keydown", (event) => {

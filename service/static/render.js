@@ -10,6 +10,8 @@ export function pngUrl(base64) {
 
 export function formatPercent(probability) {
   const percent = probability * 100;
+  if (percent > 0 && percent < 0.1) return "<0.1 %";
+  if (percent > 99.9 && percent < 100) return ">99.9 %";
   return `${percent >= 10 || percent === 0 ? percent.toFixed(0) : percent.toFixed(1)} %`;
 }
 
@@ -126,9 +128,16 @@ export function drawHistogram(canvas, histogram) {
   canvas.dataset.drawn = "true";
 }
 
+/**
+ * Colours are relative to the map's largest |drop| (the caption gives its size): a confident model
+ * may move p by only 0.001 and still show clearly where it looks. Below this floor, drops are
+ * float32 noise and stay faint.
+ */
+const HEAT_SCALE_FLOOR = 1e-4;
+
 /** Drop in probability -> colour: red where covering the pixels lowers p(target), blue where it raises it. */
-function heatColor(value, maxAbs) {
-  const strength = Math.min(1, Math.abs(value) / maxAbs);
+function heatColor(value, scale) {
+  const strength = Math.min(1, Math.abs(value) / scale);
   return value >= 0 ? [239, 68, 68, Math.round(strength * 210)] : [59, 130, 246, Math.round(strength * 210)];
 }
 
@@ -153,7 +162,8 @@ export function drawOcclusion(canvas, input, heatmap) {
   for (const row of heatmap) for (const value of row) maxAbs = Math.max(maxAbs, Math.abs(value));
   if (maxAbs > 1e-6 && rows && cols) {
     const overlay = new ImageData(cols, rows);
-    heatmap.forEach((row, y) => row.forEach((value, x) => overlay.data.set(heatColor(value, maxAbs), (y * cols + x) * 4)));
+    const scale = Math.max(maxAbs, HEAT_SCALE_FLOOR);
+    heatmap.forEach((row, y) => row.forEach((value, x) => overlay.data.set(heatColor(value, scale), (y * cols + x) * 4)));
     const overlayCanvas = new OffscreenCanvas(cols, rows);
     overlayCanvas.getContext("2d").putImageData(overlay, 0, 0);
     ctx.imageSmoothingEnabled = true;
