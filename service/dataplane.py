@@ -9,7 +9,7 @@ import numpy as np
 
 from service.batching import BatchResult
 from service.config import Settings
-from service.errors import BadRequest, ModelNotReady, NotFound, NotFound
+from service.errors import BadRequest, ModelNotReady, NotFound
 from service.registry import ModelRegistry, ModelVersion
 
 
