@@ -160,14 +160,23 @@ def test_a_streamed_body_is_cut_off_at_the_limit_without_being_buffered(limited:
     assert "max_body_bytes" in json.loads(body)["error"]
 
 
-def test_a_large_streamed_body_gets_413_and_the_server_stays_usable(client: httpx.Client) -> None:
-    def body() -> Iterator[bytes]:
-        yield b'{"images_base64": ["'
-        for _ in range(64):  # 4 MB, 16 times the limit
-            yield b"A" * 65536
-        yield b'"]}'
+MULTIPART_FILE_HEAD = (b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+                       b"Content-Type: image/png\r\n\r\n")
 
-    refused(client.post(PREDICT, content=body(), headers={"Content-Type": "application/json"}), 413, "max_body_bytes")
+
+@pytest.mark.parametrize(("path", "content_type", "head"), [
+    (PREDICT, "application/json", b'{"images_base64": ["'),
+    (PREDICT, "multipart/form-data; boundary=xx", MULTIPART_FILE_HEAD),
+    (INFER, "application/json", b'{"inputs": [{"name": "image", "data": ['),
+], ids=["v1-json", "v1-multipart", "v2"])
+def test_a_large_streamed_body_gets_413_and_the_server_stays_usable(client: httpx.Client, path: str, content_type: str,
+                                                                     head: bytes) -> None:
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(64):  # 4 MB, 16 times the limit, without a Content-Length
+            yield b"A" * 65536
+
+    refused(client.post(path, content=body(), headers={"Content-Type": content_type}), 413, "max_body_bytes")
     assert client.post(PREDICT, json={"image": BLANK}).status_code == 200
 
 
