@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = the CPUs this process may use")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
-    access_log: bool = True
+    access_log: bool = Field(False, description="log every request; 4xx and 5xx answers are always logged")
 
     # dynamic batching (per model version)
     max_batch_size: int = Field(64, ge=1, le=4096)

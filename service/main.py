@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization", "X-Request-ID", "Inference-Header-Content-Length"],
                            expose_headers=["X-Request-ID", "Inference-Header-Content-Length", "Retry-After"])
-    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics, known_models=registry.model_names)
     return app
 
 

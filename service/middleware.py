@@ -7,6 +7,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable, Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,10 +30,13 @@ DEFAULT_MODEL_ROUTES = ("/v1/predict", "/v1/activations", "/v1/explain")
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics,
+                 known_models: Callable[[], Collection[str]]) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
+        self.known_models = known_models
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,9 +96,17 @@ class ServiceMiddleware:
         endpoint = getattr(route, "path", "unmatched")
         params: dict[str, Any] = scope.get("path_params") or {}
         model = params.get("name") or (self.settings.default_model if endpoint in DEFAULT_MODEL_ROUTES else "")
-        self.metrics.requests.labels(model, endpoint, str(status)).inc()
-        self.metrics.request_latency.labels(model, endpoint).observe(elapsed)
-        if self.settings.access_log or status >= 500:
+        if model and model not in self.known_models():
+            model = "unknown"  # client-chosen names must not grow the label set
+        key = (model, endpoint, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.metrics.requests.labels(model, endpoint, str(status)),
+                        self.metrics.request_latency.labels(model, endpoint))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed)
+        if self.settings.access_log or status >= 400:
             client = scope.get("client")
             log.info("%s %s %d", scope["method"], scope["path"], status, extra={
                 "method": scope["method"], "path": scope["path"], "status": status,

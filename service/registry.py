@@ -11,6 +11,7 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,10 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._models)
+
+    def model_names(self) -> Collection[str]:
+        """The served names, without copying (a view: cheap enough for every request)."""
+        return self._models.keys()
 
     def versions(self, name: str) -> list[int]:
         return sorted(self._models.get(name, {}))

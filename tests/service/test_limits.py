@@ -34,6 +34,7 @@ LIMITED = {
     "MNIST_SERVE_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
     "MNIST_SERVE_MAX_MULTIPART_PARTS": str(MAX_PARTS),
     "MNIST_SERVE_MAX_JSON_DEPTH": str(MAX_DEPTH),
+    "MNIST_SERVE_ACCESS_LOG": "true",  # off by default (errors are always logged); the log test reads 200s too
 }
 ADMIN_TOKEN = "s3cret-token"
 ORIGIN = "http://example.test"
