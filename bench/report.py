@@ -12,6 +12,7 @@ from bench.load import LoadResult
 BASELINE_SERVER = "naive"
 BASELINE_WORKLOAD = "naive-json"
 TARGET_SERVER = "batching-on"
+BUSY_MACHINE_CORES = 0.25  # "other CPU" above this is called out under the table's heading
 DOC_START = "<!-- bench:start -->"
 DOC_END = "<!-- bench:end -->"
 
@@ -77,10 +78,20 @@ class Results:
     date: str
     machine: dict[str, object]
     settings: dict[str, object]
-    limit: dict[int, float]  # in-process images/s by batch size (median over runs)
-    limit_runs: dict[int, list[float]]
+    limit_runs: dict[int, list[dict[str, float]]]  # in-process images/s: batch size -> runs -> session config
     points: list[Point]
     targets: list[Target] = field(default_factory=list)
+
+    @property
+    def limit_by_config(self) -> dict[int, dict[str, float]]:
+        """Each session configuration's median images/s, by batch size."""
+        return {batch: {name: statistics.median(run[name] for run in runs) for name in runs[0]}
+                for batch, runs in self.limit_runs.items() if runs}
+
+    @property
+    def limit(self) -> dict[int, float]:
+        """The limit at each batch size: the best configuration's median images/s."""
+        return {batch: max(by_config.values()) for batch, by_config in self.limit_by_config.items()}
 
     def find(self, server: str, workload: str, concurrency: int) -> Point | None:
         return next((point for point in self.points if (point.server, point.workload, point.concurrency)
@@ -90,12 +101,22 @@ class Results:
         return {
             "date": self.date, "machine": self.machine, "settings": self.settings,
             "limit_images_per_s": {str(batch): value for batch, value in self.limit.items()},
-            "limit_runs": {str(batch): values for batch, values in self.limit_runs.items()},
+            "limit_by_config": {str(batch): values for batch, values in self.limit_by_config.items()},
+            "limit_runs": {str(batch): runs for batch, runs in self.limit_runs.items()},
             "points": [{**{key: value for key, value in asdict(point).items() if key != "runs"},
                         "median": asdict(point.median), "runs": [asdict(run) for run in point.runs]}
                        for point in self.points],
             "targets": [asdict(target) for target in self.targets],
         }
+
+
+def results_from_json(document: dict) -> Results:
+    """A saved run back into Results (`Results.to_json`'s inverse), to render it again."""
+    points = [Point(**{key: value for key, value in point.items() if key not in ("median", "runs")},
+                    runs=[Sample(**run) for run in point["runs"]]) for point in document["points"]]
+    return Results(date=document["date"], machine=document["machine"], settings=document["settings"],
+                   limit_runs={int(batch): runs for batch, runs in document["limit_runs"].items()}, points=points,
+                   targets=[Target(**target) for target in document["targets"]])
 
 
 def limit_for(limit: dict[int, float], images_per_request: int) -> float | None:
@@ -169,6 +190,26 @@ def _met(met: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "not measured"}[met]
 
 
+def _background_load(results: Results) -> list[str]:
+    """A line on the CPU that other processes took while the points ran, when they took a noticeable share."""
+    others = [sample.other_cpu for point in results.points for sample in point.runs]
+    if not others or max(others) < BUSY_MACHINE_CORES:
+        return []
+    return [f"**Other processes kept {statistics.mean(others):.2f} cores busy on average during the load points "
+            f"(up to {max(others):.2f}): every number here is lower than on an idle machine.**"]
+
+
+def _limit_table(results: Results) -> list[str]:
+    by_config = results.limit_by_config
+    names = list(next(iter(by_config.values()), {}))
+    return [
+        "| batch | images/s | " + " | ".join(names) + " |",
+        "|---:|---:|" + "---:|" * len(names),
+        *(f"| {batch} | {results.limit[batch]:,.0f} | " + " | ".join(f"{values[name]:,.0f}" for name in names) + " |"
+          for batch, values in by_config.items()),
+    ]
+
+
 def render_markdown(results: Results) -> str:
     machine, settings = results.machine, results.settings
     lines = [
@@ -177,12 +218,11 @@ def render_markdown(results: Results) -> str:
         f"ONNX Runtime {machine['onnxruntime']}; load from {settings['load_tool']}.",
         f"Model `{settings['model']}`; median of {settings['runs']} run(s) of {settings['duration_s']:g} s per point; "
         f"server, load generator and anything else on the machine share the same cores.",
+        *_background_load(results),
         "",
-        "In-process ONNX Runtime, the limit (no HTTP):",
+        "In-process ONNX Runtime, the limit (no HTTP; the best session configuration counts):",
         "",
-        "| batch | images/s |",
-        "|---:|---:|",
-        *(f"| {batch} | {value:,.0f} |" for batch, value in results.limit.items()),
+        *_limit_table(results),
         "",
         "| server | request | conc. | req/s | images/s | p50 ms | p95 ms | p99 ms | errors | server CPU | client CPU "
         "| other CPU | × naive | × in-process |",

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -90,9 +89,9 @@ def machine_description() -> dict[str, object]:
             "os": platform.platform(), "python": platform.python_version(), "onnxruntime": ort.__version__}
 
 
-def measure_limit(plan: BenchPlan) -> dict[int, float]:
-    """In-process images/s per batch size: one run, as long as a load point."""
-    return inprocess.measure(plan.model_path, list(plan.limit_batches), min(plan.duration, 3.0))
+def measure_limit(plan: BenchPlan) -> dict[int, dict[str, float]]:
+    """In-process images/s by batch size and session configuration: one run."""
+    return inprocess.measure(plan.model_path, list(plan.limit_batches), min(plan.duration, 2.0))
 
 
 def check_answers(server: servers.RunningServer, workload: Workload, expected_labels: np.ndarray) -> None:
@@ -166,14 +165,14 @@ def prepare_points(started: dict[str, servers.RunningServer], workloads: dict[st
 
 def measure_runs(started: dict[str, servers.RunningServer],
                  points: dict[tuple[str, str, int], tuple[Workload, Point]], body_files: dict[str, Path],
-                 plan: BenchPlan) -> dict[int, list[float]]:
+                 plan: BenchPlan) -> dict[int, list[dict[str, float]]]:
     """`plan.runs` rounds of the in-process limit and every point; returns the limit's runs."""
-    limit_runs: dict[int, list[float]] = {batch: [] for batch in plan.limit_batches}
+    limit_runs: dict[int, list[dict[str, float]]] = {batch: [] for batch in plan.limit_batches}
     for run in range(1, plan.runs + 1):
-        for batch, images_per_s in measure_limit(plan).items():
-            limit_runs[batch].append(images_per_s)
-        logger.info("run %d/%d in-process ONNX Runtime images/s by batch size: %s", run, plan.runs,
-                    {batch: round(values[-1]) for batch, values in limit_runs.items()})
+        for batch, by_config in measure_limit(plan).items():
+            limit_runs[batch].append(by_config)
+            logger.info("run %d/%d in-process ONNX Runtime, batch %d: %s images/s", run, plan.runs, batch,
+                        {name: round(value) for name, value in by_config.items()})
         for (name, _, concurrency), (workload, point) in points.items():
             sample = measure_point(started[name], workload, body_files[workload.name], concurrency, plan)
             settle(started)
@@ -198,9 +197,8 @@ def run_benchmark(plan: BenchPlan, images: np.ndarray | None = None) -> Results:
 
     settings = {"model": plan.model, "model_path": str(plan.model_path), "duration_s": plan.duration,
                 "runs": plan.runs, "concurrency": list(plan.concurrencies), "load_tool": tool_version(plan.load_tool)}
-    limit = {batch: statistics.median(values) for batch, values in limit_runs.items()}
     results = Results(date=f"{stamp:%Y-%m-%d %H:%M %Z}", machine=machine_description(), settings=settings,
-                      limit=limit, limit_runs=limit_runs, points=[point for _, point in points.values()])
+                      limit_runs=limit_runs, points=[point for _, point in points.values()])
     add_ratios(results)
     results.targets = evaluate_targets(results)
     return results

@@ -19,7 +19,7 @@ from bench.cpu import machine_cpu_times, process_tree_cpu_seconds
 from bench.load import default_tool, run_load, write_body
 from bench.payloads import BATCH_IMAGES, decode_v2_binary, naive_json, v2_binary
 from bench.report import DOC_END, DOC_START, Point, Results, Sample, add_ratios, evaluate_targets, \
-    render_markdown, update_document
+    render_markdown, results_from_json, update_document
 from bench.run import BenchPlan, run_benchmark, write_results
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +132,9 @@ def _results(service_v1_rps: float, service_p99: float) -> Results:
         machine={"cpu_model": "test CPU", "cpus": 2, "available_cpus": 2, "os": "Linux", "python": "3.11",
                  "onnxruntime": "1.0"},
         settings={"model": MODEL, "duration_s": 1.0, "runs": 3, "load_tool": "wrk"},
-        limit={1: 4000.0, 256: 5000.0}, limit_runs={1: [4000.0], 256: [5000.0]},
+        limit_runs={1: [{"2 threads": 3000.0, "1 thread": 4000.0}] * 3,
+                    256: [{"2 threads": 5000.0, "1 thread": 3500.0}, {"2 threads": 5100.0, "1 thread": 3000.0},
+                          {"2 threads": 4900.0, "1 thread": 3600.0}]},
         points=[
             point("naive", "naive-json", 64, [_sample(900, p99=130), _sample(1000, p99=120), _sample(1100, p99=200)]),
             point("batching-on", "v1-json", 64, [_sample(service_v1_rps, p99=service_p99)] * 3),
@@ -145,6 +147,8 @@ def test_report_takes_medians_ratios_and_targets() -> None:
     add_ratios(results)
     results.targets = evaluate_targets(results)
     naive, v1, batch = results.points
+    assert results.limit == {1: 4000.0, 256: 5000.0}
+    assert results.limit_by_config[256] == {"2 threads": 5000.0, "1 thread": 3500.0}
     assert naive.median.requests_per_s == 1000 and naive.median.p99_ms == 130
     assert v1.vs_naive == pytest.approx(2.5)
     assert v1.vs_limit == pytest.approx(2500 / 4000)
@@ -165,6 +169,24 @@ def test_report_flags_missed_targets_in_the_markdown() -> None:
     assert "| v1-json at concurrency 64: req/s ≥ 2× naive | 1.50× (1,500 req/s) | 2× | **no** |" in markdown
     assert "| v1-json at concurrency 64: p99 ≤ naive's | 150.00 ms | ≤ 130.00 ms | **no** |" in markdown
     assert "test CPU, 2 CPUs" in markdown
+    assert "| batch | images/s | 2 threads | 1 thread |" in markdown
+    assert "| 256 | 5,000 | 5,000 | 3,500 |" in markdown
+    assert "Other processes" not in markdown
+
+
+def test_report_calls_out_a_busy_machine() -> None:
+    results = _results(service_v1_rps=1500, service_p99=150)
+    results.points[0].runs[0] = replace(results.points[0].runs[0], other_cpu=1.2)
+    assert "Other processes kept 0.13 cores busy on average during the load points (up to 1.20)" in \
+        render_markdown(results)
+
+
+def test_saved_results_render_the_same_table() -> None:
+    results = _results(service_v1_rps=2500, service_p99=100)
+    add_ratios(results)
+    results.targets = evaluate_targets(results)
+    saved = json.loads(json.dumps(results.to_json()))
+    assert render_markdown(results_from_json(saved)) == render_markdown(results)
 
 
 def test_update_document_replaces_only_the_generated_block(tmp_path: Path) -> None:
@@ -189,7 +211,8 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
         assert point.median.requests_per_s > 0
         assert point.median.server_cpu > 0
         assert point.vs_naive is not None and point.vs_limit is not None
-    assert results.limit[256] > 0 and results.limit[1] > 0
+    assert set(results.limit_by_config[256]) == {config.name for config in inprocess.distinct_configs()}
+    assert results.limit[256] == max(results.limit_by_config[256].values()) > 0
 
     json_path, markdown_path = write_results(results, plan)
     saved = json.loads(json_path.read_text())
