@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     default_model: str = "cnn-pytorch"
     threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = the CPUs this process may use")
+    ort_spinning: bool = Field(False, description="let ONNX Runtime's idle worker threads spin (lower latency, more CPU)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     access_log: bool = Field(False, description="log every request; 4xx and 5xx answers are always logged")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await registry.load_all()
+        gc.collect()
+        gc.freeze()  # the loaded models and the app are long-lived: keep them out of every later collection
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_on_sighup(registry)))
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.dataplane = dataplane
     install_error_handlers(app)
+    app.router.routes.extend(v2.FAST_ROUTES)
     for router in (health.router, v1.router, v2.router, admin.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")

@@ -109,7 +109,7 @@ def build_version(name: str, version: int, path: Path, settings: Settings, metri
     except Exception as exc:  # a corrupt or foreign file: say so, keep serving the others
         raise ModelLoadError(f"{name}/{version}: not a readable ONNX model: {exc}") from exc
     try:
-        runtime = ModelRuntime(raw, settings.device, settings.intra_op_threads)
+        runtime = ModelRuntime(raw, settings.device, settings.intra_op_threads, settings.ort_spinning)
     except ProviderError:
         raise
     except Exception as exc:

@@ -50,15 +50,15 @@ def active_provider(device: str, session_providers: Sequence[str]) -> str:
 class ModelRuntime:
     """An inference session over a model's bytes. Thread-safe: `run` may be called concurrently."""
 
-    def __init__(self, model_bytes: bytes, device: str, intra_op_threads: int) -> None:
+    def __init__(self, model_bytes: bytes, device: str, intra_op_threads: int, spinning: bool = False) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        # Spinning worker threads would take the event loop's core while they wait for work.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning worker threads answer faster but take the event loop's core while they wait for work.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = requested_providers(device, ort.get_available_providers())
         self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         self.provider = active_provider(device, self.session.get_providers())
