@@ -74,7 +74,7 @@ const state = {
   model: null,
   /** base64 image of the input the outputs show, null when the pad is empty */
   image: null,
-  /** the last activations response, kept to draw the occlusion map over its input */
+  /** the 28×28 input of the last activations response (the occlusion map is drawn over it) */
   input: null,
   seq: 0,
   settledSeq: 0,
@@ -150,8 +150,10 @@ function showExplanation(response) {
   ui.occlusion.dataset.target = String(response.target);
   ui.occlusion.dataset.patch = String(response.patch);
   ui.occlusion.dataset.stride = String(response.stride);
+  const percent = formatPercent(response.probability);
+  const probability = /^[<>]/.test(percent) ? `p ${percent}` : `p = ${percent}`;  // "p >99.9 %", "p = 42 %"
   ui.occlusionCaption.textContent =
-    `Target ${response.target} (p = ${formatPercent(response.probability)}). Red: covering this area with a ` +
+    `Target ${response.target} (${probability}). Red: covering this area with a ` +
     `${response.patch}×${response.patch} patch lowers p(${response.target}), by up to ${formatValue(maxDrop)}; ` +
     "blue: covering it raises p." +
     (maxDrop < 0.01 ? " The model stays confident wherever the patch sits; a larger patch shows more." : "");
@@ -317,7 +319,7 @@ async function loadModels() {
 
 function describePad() {
   const upload = pad.uploadName;
-  ui.padStatus.textContent = upload ? `Showing ${upload}. Draw over it, or clear to start again.` : "";
+  ui.padStatus.textContent = upload ? `Input: ${upload}, sent as the file. Draw over it, or clear to start again.` : "";
 }
 
 pad.addEventListener("change", (event) => {
