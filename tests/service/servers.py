@@ -23,6 +23,7 @@ LEAN_SERVER = {
     "MNIST_SERVE_MAX_BATCH_SIZE": "16",
     "MNIST_SERVE_DEFAULT_MODEL": MODEL_NAME,
     "MNIST_SERVE_SHUTDOWN_GRACE_S": "20",
+    "MNIST_SERVE_ACCESS_LOG": "true",  # the tests match every answer to the server's log of it
 }
 
 
