@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -78,10 +79,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()  # the loaded models and the app are long-lived: keep them out of every later collection
         loop = asyncio.get_running_loop()
-        try:
+        if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(_reload_on_sighup(registry)))
-        except (NotImplementedError, RuntimeError, ValueError):
-            log.warning("SIGHUP reload is not available in this environment")
+        else:  # Windows, or an app run off the main thread (tests): reload through the admin API
+            log.warning("SIGHUP reload is not available here; use POST /v2/repository/models/{name}/load")
         yield
         finished = await registry.close(settings.shutdown_grace_s)
         log.info("shutdown: %s", "every queued request answered" if finished else "grace period ran out")
