@@ -26,7 +26,6 @@ from service.errors import ModelLoadError, NotFound, ProviderError
 from service.metrics import Metrics
 from service.runtime import ModelRuntime
 from training.contract import (
-    INPUT_NAME,
     INPUT_SHAPE,
     PROBABILITIES,
     ContractError,

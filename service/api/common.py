@@ -6,6 +6,7 @@ import asyncio
 import zlib
 from typing import Any
 
+import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
@@ -17,7 +18,6 @@ from service.config import Settings
 from service.dataplane import DataPlane
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 
-import numpy as np
 
 
 class JSONBody(Response):
