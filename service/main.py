@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.dataplane = dataplane
     install_error_handlers(app)
-    app.router.routes.extend(v2.FAST_ROUTES)
+    app.router.routes.extend(v1.FAST_ROUTES + v2.FAST_ROUTES)
     for router in (health.router, v1.router, v2.router, admin.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")

@@ -7,13 +7,14 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import Response
 
 from service import encoding as enc
 from service import explain as occlusion
-from service.api.common import JSONBody, dataplane_of, error_responses, read_images
+from service.api.common import HotRoute, JSONBody, dataplane_of, error_responses, read_images
 from service.codec import to_batch
 from service.dataplane import predictions
-from service.errors import NotFound
+from service.errors import NotFound, Unprocessable
 from service.registry import ModelVersion
 from training.contract import INPUT_NAME, INPUT_SHAPE, PROBABILITIES, WEIGHTED_KINDS
 
@@ -100,6 +101,11 @@ def _input_rows(images: np.ndarray) -> np.ndarray:
              openapi_extra=BATCH_BODY, responses=error_responses(400, 404, 413, 415, 422, 503))
 async def predict(request: Request, name: ModelName | None = None, version: Version | None = None,
                   preprocess: Preprocess = None, include_input: IncludeInput = False, top_k: TopK = 3) -> JSONBody:
+    return await run_predict(request, name, version, preprocess, include_input, top_k)
+
+
+async def run_predict(request: Request, name: str | None, version: str | None, preprocess: bool | None,
+                      include_input: bool, top_k: int) -> JSONBody:
     plane = dataplane_of(request)
     model = plane.model(name, version)
     parsed = await read_images(request, preprocess, single=False)
@@ -109,6 +115,46 @@ async def predict(request: Request, name: ModelName | None = None, version: Vers
     if include_input:
         body["inputs"] = _input_rows(parsed.images)
     return JSONBody(body)
+
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+def _query_bool(request: Request, key: str) -> bool | None:
+    value = request.query_params.get(key)
+    if value is None:
+        return None
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise Unprocessable(f"query.{key}: Input should be a valid boolean, unable to interpret input")
+
+
+def _query_top_k(request: Request) -> int:
+    value = request.query_params.get("top_k")
+    if value is None:
+        return 3
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 10):
+        raise Unprocessable("query.top_k: must be an integer from 1 to 10")
+    return int(value)
+
+
+async def _predict_endpoint(request: Request) -> Response:
+    params = request.path_params
+    return await run_predict(request, params.get("name"), params.get("version"), _query_bool(request, "preprocess"),
+                             bool(_query_bool(request, "include_input")), _query_top_k(request))
+
+
+# predict is the hot path: plain Starlette routes ahead of FastAPI's skip the per-request dependency
+# solving; they validate the same three query options by hand. The FastAPI declarations above carry
+# the OpenAPI document.
+FAST_ROUTES = [
+    HotRoute("/v1/predict", _predict_endpoint, methods=["POST"]),
+    HotRoute("/v1/models/{name}/predict", _predict_endpoint, methods=["POST"]),
+    HotRoute("/v1/models/{name}/versions/{version}/predict", _predict_endpoint, methods=["POST"]),
+]
 
 
 def _layer_names(model: ModelVersion, layers: str | None) -> list[str]:

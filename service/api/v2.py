@@ -7,10 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from starlette.routing import Route
 
 from service import __version__
-from service.api.common import JSONBody, dataplane_of, error_responses, read_body, settings_of
+from service.api.common import HotRoute, JSONBody, dataplane_of, error_responses, read_body, settings_of
 from service.codec import HEADER_LENGTH, encode_v2_response, parse_v2_request
 from service.errors import ModelNotReady, ServiceUnavailable
 from training.contract import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
@@ -114,6 +113,6 @@ async def _infer_endpoint(request: Request) -> Response:
 # which skips FastAPI's per-request dependency solving (the path parameters are plain strings
 # anyway). The FastAPI declarations above stay for the OpenAPI document and behave the same.
 FAST_ROUTES = [
-    Route("/v2/models/{name}/infer", _infer_endpoint, methods=["POST"]),
-    Route("/v2/models/{name}/versions/{version}/infer", _infer_endpoint, methods=["POST"]),
+    HotRoute("/v2/models/{name}/infer", _infer_endpoint, methods=["POST"]),
+    HotRoute("/v2/models/{name}/versions/{version}/infer", _infer_endpoint, methods=["POST"]),
 ]

@@ -218,6 +218,8 @@ def test_explain_map_shape_is_finite_and_looks_at_the_ink(client: httpx.Client, 
         ("post", "/v1/predict", {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
         ("post", "/v1/activations", {"json": {"images": [[[0] * 28] * 28]}}, 422, "one image"),
         ("post", "/v1/predict?top_k=11", {"json": {"image": [[0] * 28] * 28}}, 422, "top_k"),
+        ("post", "/v1/models/cnn-pytorch/predict?top_k=two", {"json": {"image": [[0] * 28] * 28}}, 422, "top_k"),
+        ("post", "/v1/predict?preprocess=maybe", {"json": {"image": [[0] * 28] * 28}}, 422, "preprocess"),
         ("post", "/v1/models/cnn-pytorch/explain?patch=0", {"json": {"image": [[0] * 28] * 28}}, 422, "patch"),
         ("post", "/v1/predict", {"files": [("other", ("a.png", b"x", "image/png"))]}, 422, "no 'file' part"),
     ],
@@ -236,7 +238,10 @@ def test_health_and_readiness_show_the_provider(client: httpx.Client) -> None:
 
 def test_metrics_count_requests_and_batches(client: httpx.Client) -> None:
     client.post("/v1/models/lenet-pytorch/predict", json={"image": [[0] * 28] * 28})
+    client.post("/v2/models/lenet-pytorch/infer", json={"inputs": [
+        {"name": "image", "datatype": "UINT8", "shape": [1, 1, 28, 28], "data": [0] * 784}]})
     text = client.get("/metrics").text
+    assert 'mnist_serve_requests_total{endpoint="/v2/models/{name}/infer",model="lenet-pytorch",status="200"}' in text
     assert 'mnist_serve_requests_total{endpoint="/v1/models/{name}/predict",model="lenet-pytorch",status="200"}' in text
     assert 'mnist_serve_batch_size_count{model="lenet-pytorch:1"}' in text
     assert 'mnist_serve_model_info{architecture="cnn",framework="pytorch",model="cnn-pytorch",provider="CPUExecutionProvider",version="1"} 1.0' in text
