@@ -63,6 +63,21 @@ class ServerProcess:
                 self.process.wait()
         return self.process.returncode
 
+    def wait_ready(self, path: str = "/readyz", timeout: float = 90.0) -> "ServerProcess":
+        """Poll `path` until it answers 200; fail with the server's log if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.process.args} exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.process.args} not ready within {timeout}s:\n{self.log()}")
+
 
 def start_server(tmp_dir: Path, env_overrides: dict[str, str] | None = None, ready_timeout: float = 90.0,
                  wait_ready: bool = True) -> ServerProcess:
@@ -76,20 +91,7 @@ def start_server(tmp_dir: Path, env_overrides: dict[str, str] | None = None, rea
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=REPO_ROOT,
                                stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, env=env)
-    if not wait_ready:
-        return server
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"server not ready within {ready_timeout}s:\n{server.log()}")
+    return server.wait_ready("/readyz", ready_timeout) if wait_ready else server
 
 
 @pytest.fixture(scope="session")

@@ -848,18 +848,7 @@ def start_image_command(command: list[str], env: dict[str, str], log_dir: Path, 
     process = subprocess.Popen([str(executable), *command[1:]], env=env, cwd=log_dir,
                                stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
     server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, env=env)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{command} exited with {process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(server.url + ready_path, timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise AssertionError(f"{command} not ready within {timeout_s}s:\n{server.log()}")
+    return server.wait_ready(ready_path, timeout_s)
 
 
 def assert_graceful_stop(server: ServerProcess) -> None:

@@ -9,25 +9,20 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from PIL import Image
 
 from tests.conftest import MODELS_DIR
+from tests.service.conftest import ort_session
 
 CNN_MODELS = ["cnn-pytorch", "cnn-tensorflow"]
 ALL_MODELS = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "1" / "model.onnx").exists())
 
 
 @pytest.fixture(scope="module")
-def client(live_server: str) -> httpx.Client:
-    with httpx.Client(base_url=live_server, timeout=60) as session:
-        yield session
-
-
-def ort_session(name: str) -> ort.InferenceSession:
-    return ort.InferenceSession(str(MODELS_DIR / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+def client(http: httpx.Client) -> httpx.Client:
+    return http
 
 
 def as_user_drawing(image: np.ndarray, rng: np.random.Generator) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,24 +12,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.conftest import MODELS_DIR
 from training.contract import INPUT_NAME, LOGITS, PROBABILITIES, output_names
 
 MODEL = "cnn-pytorch"
 INFER = f"/v2/models/{MODEL}/infer"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def http(live_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server, timeout=60) as session:
-        yield session
-
-
-@pytest.fixture(scope="module")
-def reference() -> ort.InferenceSession:
-    return ort.InferenceSession(str(MODELS_DIR / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
 
 
 @pytest.fixture(scope="module")

@@ -29,18 +29,6 @@ def client(live_server: str) -> Iterator[triton.InferenceServerClient]:
     connection.close()
 
 
-@pytest.fixture(scope="module")
-def http(live_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=live_server, timeout=60) as session:
-        yield session
-
-
-@pytest.fixture(scope="module")
-def reference() -> ort.InferenceSession:
-    """ONNX Runtime on the same file the server loads: the ground truth."""
-    return ort.InferenceSession(str(MODELS_DIR / MODEL / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
-
-
 def as_input(images: np.ndarray) -> np.ndarray:
     """uint8 [n, 28, 28] -> the contract's float32 [n, 1, 28, 28] in [0, 1], as the server scales UINT8."""
     return images[:, None, :, :].astype(np.float32) / np.float32(255.0)
