@@ -19,10 +19,6 @@ class DataPlane:
         self.settings = settings
 
     @property
-    def live(self) -> bool:
-        return True
-
-    @property
     def ready(self) -> bool:
         return self.registry.ready
 
