@@ -24,6 +24,7 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml deploy/pyproject_requirements.py deploy/constraints.txt ./
 RUN python pyproject_requirements.py pyproject.toml cpu > requirements.txt \
     && /opt/venv/bin/pip install -r requirements.txt -c constraints.txt
+COPY contract/ contract/
 COPY service/ service/
 COPY training/ training/
 COPY bench/ bench/
@@ -62,6 +63,7 @@ RUN python3.12 -m venv /opt/venv
 COPY pyproject.toml deploy/pyproject_requirements.py deploy/constraints.txt ./
 RUN python3.12 pyproject_requirements.py pyproject.toml gpu > requirements.txt \
     && /opt/venv/bin/pip install -r requirements.txt -c constraints.txt
+COPY contract/ contract/
 COPY service/ service/
 COPY training/ training/
 COPY bench/ bench/
@@ -108,6 +110,7 @@ RUN python pyproject_requirements.py pyproject.toml "cpu,${TRAIN_EXTRAS}" > requ
          /opt/venv/bin/pip install --no-deps --index-url "${TORCH_INDEX_URL}" "$(grep '^torch==' constraints.txt)"; \
        fi \
     && /opt/venv/bin/pip install -r requirements.txt -c constraints.txt
+COPY contract/ contract/
 COPY service/ service/
 COPY training/ training/
 COPY bench/ bench/

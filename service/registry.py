@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -25,21 +24,13 @@ from service.config import Settings
 from service.errors import ModelLoadError, NotFound, ProviderError
 from service.metrics import Metrics
 from service.runtime import ModelRuntime
-from training.contract import (
-    INPUT_SHAPE,
-    PROBABILITIES,
-    ContractError,
-    LayerSpec,
-    ModelMetadata,
-    ValidatedModel,
-    canonical_weight,
-    validate_model,
-)
+from contract import store
+from contract.metadata import ModelMetadata
+from contract.spec import INPUT_SHAPE, PROBABILITIES, ContractError, LayerSpec
+from contract.validation import canonical_weight, validate_model, ValidatedModel
 
 log = logging.getLogger(__name__)
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-MODEL_FILE = "model.onnx"
 
 
 @dataclass
@@ -145,21 +136,7 @@ class ModelRegistry:
 
     # ---- discovery -------------------------------------------------------------------------
     def scan(self, only: str | None = None) -> dict[str, dict[int, Path]]:
-        root = self.settings.models_dir
-        found: dict[str, dict[int, Path]] = {}
-        if not root.is_dir():
-            return found
-        for model_dir in sorted(root.iterdir()):
-            if not model_dir.is_dir() or not NAME_PATTERN.match(model_dir.name) or (only and model_dir.name != only):
-                continue
-            versions = {
-                int(version_dir.name): version_dir / MODEL_FILE
-                for version_dir in model_dir.iterdir()
-                if version_dir.name.isdigit() and (version_dir / MODEL_FILE).is_file()
-            }
-            if versions:
-                found[model_dir.name] = versions
-        return found
+        return store.scan(self.settings.models_dir, only)
 
     # ---- lookup ----------------------------------------------------------------------------
     @property
@@ -205,7 +182,7 @@ class ModelRegistry:
         """(Re)load one model from disk: new and changed versions are built, checked and warmed,
         then swapped in; versions gone from disk are unloaded. Raises ModelLoadError and keeps the
         old versions when a new file is broken."""
-        if not NAME_PATTERN.match(name):
+        if not store.is_model_name(name):
             raise NotFound(f"{name!r} is not a valid model name")
         async with self._lock:
             return await self._load_locked(name, raise_errors=True)
@@ -226,7 +203,7 @@ class ModelRegistry:
         on_disk = self.scan(only=name).get(name, {})
         current = dict(self._models.get(name, {}))
         if not on_disk and not current:
-            raise NotFound(f"no {name}/<version>/{MODEL_FILE} under {self.settings.models_dir}")
+            raise NotFound(f"no {name}/<version>/{store.MODEL_FILE} under {self.settings.models_dir}")
         updated = dict(current)
         errors: list[str] = []
         for version, path in sorted(on_disk.items()):

@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import ProviderError
-from training.contract import INPUT_NAME
+from contract.spec import INPUT_NAME
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,9 @@ import numpy as np
 import onnx
 
 from training import data
-from training.contract import INPUT_NAME, LOGITS, PROBABILITIES, ModelMetadata
+from contract import store
+from contract.metadata import ModelMetadata
+from contract.spec import INPUT_NAME, LOGITS, PROBABILITIES
 
 log = logging.getLogger(__name__)
 
@@ -123,18 +123,9 @@ def now_iso() -> str:
 
 def write_model(model: onnx.ModelProto, out_dir: Path, name: str, version: int | None = None) -> Path:
     """Write `out_dir/<name>/<version>/model.onnx` atomically; version defaults to the next free one."""
-    model_root = out_dir / name
     if version is None:
-        existing = [int(p.name) for p in model_root.glob("*") if p.is_dir() and p.name.isdigit()]
-        version = max(existing, default=0) + 1
-    target_dir = model_root / str(version)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / "model.onnx"
-    with tempfile.NamedTemporaryFile(dir=target_dir, prefix=".model.", suffix=".part", delete=False) as tmp:
-        tmp.write(model.SerializeToString())
-    os.chmod(tmp.name, 0o644)  # readable by a server running as another user
-    os.replace(tmp.name, target)
-    return target
+        version = store.next_version(out_dir, name)
+    return store.write_atomic(store.model_path(out_dir, name, version), model.SerializeToString())
 
 
 def finish_and_write(

@@ -11,9 +11,10 @@ import onnx
 
 from training import data
 from training.common import onnx_predict
-from training.contract import ModelMetadata, validate_model
+from contract import store
+from contract.metadata import ModelMetadata
+from contract.validation import validate_model
 
-MODEL_FILE = "model.onnx"
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,7 @@ class ModelLocation:
 
 def locate_model(path: Path) -> ModelLocation:
     """`models/<name>` (its highest numeric version) or a `model.onnx` file."""
-    if path.is_file():
-        version_dir = path.parent
-        if version_dir.name.isdigit():
-            return ModelLocation(name=version_dir.parent.name, version=int(version_dir.name), path=path)
-        return ModelLocation(name=path.stem, version=None, path=path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such model directory or file")
-    versions = sorted(int(child.name) for child in path.iterdir()
-                      if child.name.isdigit() and (child / MODEL_FILE).is_file())
-    if not versions:
-        raise FileNotFoundError(f"{path}: no <version>/{MODEL_FILE} inside")
-    return ModelLocation(name=path.name, version=versions[-1], path=path / str(versions[-1]) / MODEL_FILE)
+    return ModelLocation(*store.locate(path))
 
 
 def _describe(location: ModelLocation, metadata: ModelMetadata, predicted: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

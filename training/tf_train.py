@@ -21,7 +21,8 @@ import keras
 
 from training import data
 from training.common import Splits, TrainSettings, finish_and_write, load_splits, now_iso, random_shift, to_input
-from training.contract import (
+from contract.metadata import ModelMetadata
+from contract.spec import (
     ARCHITECTURES,
     INPUT_NAME,
     INPUT_SHAPE,
@@ -29,11 +30,9 @@ from training.contract import (
     MNIST_MEAN,
     MNIST_STD,
     PROBABILITIES,
-    ModelMetadata,
-    finalize_model,
     output_names,
-    verify_export,
 )
+from training.export import finalize_model, verify_export
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from training import data
 from training.common import Splits, TrainSettings, finish_and_write, load_splits, now_iso, random_shift, to_input
-from training.contract import (
+from contract.metadata import ModelMetadata
+from contract.spec import (
     ARCHITECTURES,
     INPUT_SHAPE,
     LOGITS,
@@ -24,11 +25,9 @@ from training.contract import (
     MNIST_STD,
     NUM_CLASSES,
     PROBABILITIES,
-    ModelMetadata,
-    finalize_model,
     output_names,
-    verify_export,
 )
+from training.export import finalize_model, verify_export
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from service.codec import to_batch
 from service.dataplane import predictions
 from service.errors import NotFound, Unprocessable
 from service.registry import ModelVersion
-from training.contract import INPUT_NAME, INPUT_SHAPE, PROBABILITIES, WEIGHTED_KINDS
+from contract.spec import INPUT_NAME, INPUT_SHAPE, PROBABILITIES, WEIGHTED_KINDS
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 

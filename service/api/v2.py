@@ -12,7 +12,7 @@ from service import __version__
 from service.api.common import HotRoute, JSONBody, dataplane_of, error_responses, read_body, settings_of
 from service.codec import HEADER_LENGTH, encode_v2_response, parse_v2_request
 from service.errors import ModelNotReady, ServiceUnavailable
-from training.contract import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
+from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 

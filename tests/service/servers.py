@@ -12,7 +12,8 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from tests.conftest import MODELS_DIR, ServerProcess, start_server
-from training.contract import PROBABILITIES, validate_model
+from contract.spec import PROBABILITIES
+from contract.validation import validate_model
 
 MODEL_NAME = "cnn-pytorch"
 SOURCE_MODEL = MODELS_DIR / MODEL_NAME / "1" / "model.onnx"

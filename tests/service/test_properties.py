@@ -30,7 +30,7 @@ from service.codec import (
 from service.errors import ServiceError
 from service.preprocess import SIZE, decode_image, image_to_input, mnist_style
 from tests.service.payloads import decompression_bomb
-from training.contract import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
+from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = InputLimits(max_images=4, max_encoded_bytes=64 * 1024, max_pixels=256 * 256)

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from training.contract import INPUT_NAME, LOGITS, PROBABILITIES, output_names
+from contract.spec import INPUT_NAME, LOGITS, PROBABILITIES, output_names
 
 MODEL = "cnn-pytorch"
 INFER = f"/v2/models/{MODEL}/infer"

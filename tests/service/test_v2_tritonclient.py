@@ -14,7 +14,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MODELS_DIR
-from training.contract import ARCHITECTURES, INPUT_NAME, LOGITS, PROBABILITIES, output_names
+from contract.spec import ARCHITECTURES, INPUT_NAME, LOGITS, PROBABILITIES, output_names
 
 MODEL = "cnn-pytorch"
 SERVED_MODELS = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "1" / "model.onnx").exists())

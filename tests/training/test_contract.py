@@ -13,18 +13,17 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 from tests.conftest import MODELS_DIR
-from training.contract import (
+from contract.metadata import REQUIRED_METADATA
+from contract.spec import (
     ARCHITECTURES,
     INPUT_NAME,
     LOGITS,
     PROBABILITIES,
-    REQUIRED_METADATA,
     ContractError,
     LayerSpec,
-    canonical_weight,
     output_names,
-    validate_model,
 )
+from contract.validation import canonical_weight, validate_model
 
 MODEL_PATHS = sorted(MODELS_DIR.glob("*/*/model.onnx"))
 MIN_TEST_ACCURACY = {"cnn": 0.994, "lenet": 0.99}

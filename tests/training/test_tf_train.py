@@ -12,16 +12,10 @@ from onnx import numpy_helper
 from tests.conftest import mnist_dir
 from training import data, tf_train
 from training.common import Splits, TrainSettings, load_splits, onnx_predict, to_input
-from training.contract import (
-    LOGITS,
-    PROBABILITIES,
-    ExportMismatch,
-    ModelMetadata,
-    canonical_weight,
-    output_names,
-    validate_model,
-    verify_export,
-)
+from contract.metadata import ModelMetadata
+from contract.spec import LOGITS, PROBABILITIES, output_names
+from contract.validation import canonical_weight, validate_model
+from training.export import ExportMismatch, verify_export
 
 # imported after training.tf_train, which quiets TensorFlow's C++ logging before TensorFlow loads
 import keras

@@ -15,15 +15,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.conftest import mnist_dir
 from training import data, torch_train
 from training.common import Splits, TrainSettings, load_splits, onnx_predict, to_input, write_model
-from training.contract import (
-    PROBABILITIES,
-    ExportMismatch,
-    ModelMetadata,
-    compare_outputs,
-    output_names,
-    validate_model,
-    verify_export,
-)
+from contract.metadata import ModelMetadata
+from contract.spec import PROBABILITIES, output_names
+from contract.validation import validate_model
+from training.export import compare_outputs, ExportMismatch, verify_export
 from training.torch_train import ContractNet
 
 SETTINGS = TrainSettings(architecture="lenet", epochs=2, train_limit=2000, test_limit=300, validation_size=500, seed=1)
