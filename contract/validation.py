@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 
 from contract.metadata import ModelMetadata
 from contract.spec import (
@@ -90,3 +90,17 @@ def canonical_weight(array: np.ndarray, layout: str) -> np.ndarray:
     if layout == "in_out":
         return array.T
     return array
+
+
+def layer_weights(model: onnx.ModelProto, metadata: ModelMetadata) -> dict[str, dict[str, np.ndarray]]:
+    """Each weighted layer's weight (conv OIHW, dense [out, in]) and bias, from the initializers
+    the metadata names."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for layer, entry in metadata.weights.items():
+        weight = numpy_helper.to_array(initializers[entry["weight"]])
+        weights[layer] = {
+            "weight": np.ascontiguousarray(canonical_weight(weight, entry.get("layout", ""))),
+            "bias": numpy_helper.to_array(initializers[entry["bias"]]),
+        }
+    return weights

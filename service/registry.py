@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from service.batching import BatchingConfig, DynamicBatcher
 from service.config import Settings
@@ -27,7 +26,7 @@ from service.runtime import ModelRuntime
 from contract import store
 from contract.metadata import ModelMetadata
 from contract.spec import INPUT_SHAPE, PROBABILITIES, ContractError, LayerSpec
-from contract.validation import canonical_weight, validate_model, ValidatedModel
+from contract.validation import ValidatedModel, layer_weights, validate_model
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +73,6 @@ def file_stamp(path: Path) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
-def extract_weights(model: onnx.ModelProto, metadata: ModelMetadata) -> dict[str, dict[str, np.ndarray]]:
-    """Each weighted layer's weight (conv OIHW, dense [out, in]) and bias, from the named initializers."""
-    initializers = {init.name: init for init in model.graph.initializer}
-    weights: dict[str, dict[str, np.ndarray]] = {}
-    for layer, entry in metadata.weights.items():
-        weight = numpy_helper.to_array(initializers[entry["weight"]])
-        weights[layer] = {
-            "weight": np.ascontiguousarray(canonical_weight(weight, entry.get("layout", ""))),
-            "bias": numpy_helper.to_array(initializers[entry["bias"]]),
-        }
-    return weights
-
-
 def build_version(name: str, version: int, path: Path, settings: Settings, metrics: Metrics) -> ModelVersion:
     """Load, validate against the contract and warm up one model version. Blocking: run it in a thread."""
     stamp = file_stamp(path)
@@ -113,7 +99,7 @@ def build_version(name: str, version: int, path: Path, settings: Settings, metri
     batcher = DynamicBatcher(runtime.run, config, name=label, observer=metrics.observer(label))
     return ModelVersion(
         name=name, version=version, path=path, file_sha256=hashlib.sha256(raw).hexdigest(), file_stamp=stamp,
-        validated=validated, runtime=runtime, weights=extract_weights(model, validated.metadata), batcher=batcher,
+        validated=validated, runtime=runtime, weights=layer_weights(model, validated.metadata), batcher=batcher,
     )
 
 
