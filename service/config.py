@@ -1,4 +1,5 @@
-"""One validated settings class; every field can be set as MNIST_SERVE_<FIELD> in the environment."""
+"""One validated settings class; every field is a `mnist-serve serve` flag and a MNIST_SERVE_<FIELD>
+environment variable (the flag wins). The CLI is generated from the fields and their descriptions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+ENV_PREFIX = "MNIST_SERVE_"
 
 
 def available_cpus() -> int:
@@ -39,39 +41,42 @@ def _cgroup_cpu_quota() -> float | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MNIST_SERVE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    models_dir: Path = REPO_MODELS_DIR
-    device: Literal["auto", "cuda", "cpu"] = "auto"
-    default_model: str = "cnn-pytorch"
-    threads: int = Field(0, ge=0, description="intra-op threads per session; 0 = the CPUs this process may use")
-    ort_spinning: bool = Field(False, description="let ONNX Runtime's idle worker threads spin (lower latency, more CPU)")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
+    # server
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0: every interface)")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port")
+    models_dir: Path = Field(REPO_MODELS_DIR, description="model repository: <name>/<version>/model.onnx")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="execution provider: cuda refuses to start without a working GPU; auto takes it when it loads")
+    default_model: str = Field("cnn-pytorch", description="the model behind /v1/predict, /v1/activations, /v1/explain")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = the CPUs this process may use")
+    ort_spinning: bool = Field(False, description="let ONNX Runtime's idle threads spin (lower latency, more CPU)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["json", "text"] = Field("json", description="json: one object per line with the request id")
     access_log: bool = Field(False, description="log every request; 4xx and 5xx answers are always logged")
+    served_by: bool = Field(False, description="answer with an X-Served-By header naming this host (replicas behind a balancer)")
 
     # dynamic batching (per model version)
-    max_batch_size: int = Field(64, ge=1, le=4096)
-    max_queue_delay_ms: float = Field(0.0, ge=0, le=1000)
+    max_batch_size: int = Field(64, ge=1, le=4096, description="images per ONNX Runtime run")
+    max_queue_delay_ms: float = Field(0.0, ge=0, le=1000, description="wait for a fuller batch, at most this long")
     max_queue_size: int = Field(256, ge=1, description="requests waiting per model version before 503")
     instances: int = Field(1, ge=1, le=16, description="batches of one model version computed at once")
     request_timeout_s: float = Field(10.0, gt=0, description="queue wait after which a request gets 503")
 
     # input limits
-    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    max_images_per_request: int = Field(256, ge=1)
-    max_encoded_image_bytes: int = Field(4 * 1024 * 1024, ge=64)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body, after decompression")
+    max_images_per_request: int = Field(256, ge=1, description="images in one request")
+    max_encoded_image_bytes: int = Field(4 * 1024 * 1024, ge=64, description="one encoded image file")
     max_image_pixels: int = Field(16_000_000, ge=784, description="decoded width x height (decompression bombs)")
-    max_multipart_parts: int = Field(64, ge=1)
-    max_json_depth: int = Field(6, ge=3)
+    max_multipart_parts: int = Field(64, ge=1, description="parts of a multipart body")
+    max_json_depth: int = Field(6, ge=3, description="JSON nesting (V2 adds the tensor's rank)")
 
     # admin, CORS, shutdown
-    admin_enabled: bool = False
-    admin_token: str | None = None
-    cors_origins: list[str] = Field(default_factory=list)
-    shutdown_grace_s: float = Field(30.0, ge=0)
+    admin_enabled: bool = Field(False, description="serve the model repository API (hot reload) without a token")
+    admin_token: str | None = Field(None, description="serve the model repository API to callers with this bearer token")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list or commas)")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish queued and running requests")
 
     @field_validator("models_dir")
     @classmethod

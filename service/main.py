@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await registry.load_all()
+        if not registry.loaded:  # the server loads them before it binds its port; an app under test here
+            await registry.load_all()
         gc.collect()
         gc.freeze()  # the loaded models and the app are long-lived: keep them out of every later collection
         loop = asyncio.get_running_loop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -37,6 +38,7 @@ class ServiceMiddleware:
         self.metrics = metrics
         self.known_models = known_models
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._common_headers = COMMON_HEADERS + ([(b"x-served-by", socket.gethostname().encode())] if settings.served_by else [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,7 +56,7 @@ class ServiceMiddleware:
         request_id = request_id or uuid.uuid4().hex
         token = request_id_var.set(request_id)
         path: str = scope["path"]
-        extra = [(b"x-request-id", request_id.encode())] + COMMON_HEADERS
+        extra = [(b"x-request-id", request_id.encode())] + self._common_headers
         if path == "/" or path.startswith("/static/"):
             extra += PAGE_HEADERS
         status = 500

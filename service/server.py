@@ -1,9 +1,13 @@
-"""Run the app under uvicorn, with readiness dropped as soon as a shutdown signal arrives."""
+"""Run the app under uvicorn: refuse loudly when the settings cannot be honoured, load the models
+before the port is bound, and drop readiness as soon as a shutdown signal arrives."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
+import sys
 from types import FrameType
 
 import uvicorn
@@ -12,21 +16,33 @@ from service.config import Settings
 from service.errors import ProviderError
 from service.logs import configure_logging
 from service.main import create_app
+from service.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+REFUSED_EXIT_STATUS = 2
+
+
+class StartupRefused(RuntimeError):
+    """The server cannot do what its settings ask; the message is one line for the operator."""
+
+
+def refuse(reason: str) -> int:
+    """One line on stderr, no traceback: what an operator reads when a container will not start."""
+    print(f"refusing to start: {reason}", file=sys.stderr, flush=True)
+    return REFUSED_EXIT_STATUS
 
 
 class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT: report not-ready at once, then let uvicorn stop accepting and finish
     in-flight requests; the app's lifespan then drains the batchers."""
 
-    def __init__(self, config: uvicorn.Config, registry: object) -> None:
+    def __init__(self, config: uvicorn.Config, registry: ModelRegistry) -> None:
         super().__init__(config)
         self._registry = registry
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        first = not self._registry.draining  # type: ignore[attr-defined]
-        self._registry.draining = True  # type: ignore[attr-defined]
+        first = not self._registry.draining
+        self._registry.draining = True
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             # uvicorn re-raises captured signals once it has shut down, which would end the process
@@ -37,24 +53,63 @@ class DrainingServer(uvicorn.Server):
                      self.config.timeout_graceful_shutdown or 0)
 
 
+def check_models_dir(settings: Settings) -> None:
+    if not settings.models_dir.is_dir():
+        raise StartupRefused(f"models_dir {settings.models_dir} does not exist or is not a directory")
+
+
+async def load_models(registry: ModelRegistry, settings: Settings) -> None:
+    """Every model, built and warmed; refuse when the device cannot be had or nothing is servable."""
+    try:
+        await registry.load_all()
+    except ProviderError as exc:
+        raise StartupRefused(str(exc)) from None
+    if not registry.names():
+        refused = "; ".join(registry.failures.values()) or f"no <name>/<version>/model.onnx under {settings.models_dir}"
+        raise StartupRefused(f"no valid model to serve ({refused})")
+    if settings.default_model not in registry.names():
+        log.warning("default_model %r is not served: /v1/predict, /v1/activations and /v1/explain answer 404 "
+                    "(served: %s)", settings.default_model, ", ".join(registry.names()))
+
+
+def bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise StartupRefused(f"cannot bind {settings.host}:{settings.port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_server(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        check_models_dir(settings)
+    except StartupRefused as exc:
+        return refuse(str(exc))
     app = create_app(settings)
+    registry: ModelRegistry = app.state.registry
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-        lifespan="on",
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
         # seconds, float accepted; int(grace) or None turned a grace under 1 s into waiting for ever
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
     )
-    server = DrainingServer(config, app.state.registry)
-    log.info("serving %s on http://%s:%d (device %s, %d threads per session)", settings.models_dir,
-             settings.host, settings.port, settings.device, settings.intra_op_threads)
-    try:
-        server.run()
-    except ProviderError as exc:
-        log.error("refusing to start: %s", exc)
-        return 2
-    if not server.started:
-        log.error("server did not start (see the errors above)")
-        return 1
-    return 0
+    server = DrainingServer(config, registry)
+
+    async def serve() -> int:
+        try:
+            await load_models(registry, settings)
+            sock = bind(settings)
+        except StartupRefused as exc:
+            return refuse(str(exc))
+        log.info("serving %s on http://%s:%d (device %s, %d threads per session)", settings.models_dir,
+                 settings.host, settings.port, settings.device, settings.intra_op_threads)
+        await server.serve(sockets=[sock])
+        return 0 if server.started else 1
+
+    return uvicorn.server.asyncio_run(serve(), loop_factory=config.get_loop_factory())
