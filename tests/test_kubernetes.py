@@ -29,10 +29,10 @@ import jsonschema
 import numpy as np
 import pytest
 import yaml
+from fastapi import FastAPI
 from kubernetes_validate import utils as kubernetes_validate
 from PIL import Image
 from starlette.formparsers import MultiPartParser
-from fastapi import FastAPI
 from starlette.routing import Match
 
 from contract import store
@@ -96,17 +96,22 @@ def one(objects: list[Object], kind: str) -> Object:
     return found
 
 
+def merged(base: Any, patch: Any, field: str = "") -> Any:
+    """A strategic merge patch as it acts on these fields: mappings merge, env merges by name, lists replace."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{key: merged(base.get(key), value, key) for key, value in patch.items()}}
+    if field == "env" and isinstance(base, list):
+        return [*[item for item in base if item["name"] not in {p["name"] for p in patch}], *patch]
+    return copy.deepcopy(patch)
+
+
 def kserve_pod(objects: list[Object]) -> Object:
-    """The predictor pod KServe builds: the runtime's container with the InferenceService's model fields
-    merged over it (env by name), its image tag replaced by runtimeVersion, the predictor's pod fields."""
+    """The predictor pod KServe v0.20 builds (MergeRuntimeContainers, UpdateImageTag): the runtime's
+    container patched with the InferenceService's model fields, its image tag replaced by runtimeVersion."""
     runtime, service = one(objects, "ServingRuntime"), one(objects, "InferenceService")
     predictor = service["spec"]["predictor"]
-    container = copy.deepcopy(runtime["spec"]["containers"][0])
-    for key, value in predictor["model"].items():
-        if key == "env":
-            container["env"] = [*[e for e in container["env"] if e["name"] not in {v["name"] for v in value}], *value]
-        elif key not in KSERVE_MODEL_FIELDS:
-            container[key] = value
+    overrides = {key: value for key, value in predictor["model"].items() if key not in KSERVE_MODEL_FIELDS}
+    container = merged(runtime["spec"]["containers"][0], overrides)
     if "runtimeVersion" in predictor["model"]:
         container["image"] = container["image"].rsplit(":", 1)[0] + ":" + predictor["model"]["runtimeVersion"]
     pod_fields = {key: value for key, value in predictor.items() if key not in {"model", "minReplicas", "maxReplicas"}}
