@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import Overloaded, ServiceUnavailable
+from service.errors import InferenceFailed, Overloaded, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class DynamicBatcher:
             for item in batch.items:
                 if not item.future.done():
                     item.future.set_exception(error if isinstance(error, ServiceUnavailable)
-                                              else ServiceUnavailable(f"inference failed on {self.name}"))
+                                              else InferenceFailed(f"inference failed on {self.name}"))
         else:
             results, compute_s = outcome
             total_images = sum(len(item.images) for item in batch.items)

@@ -1,16 +1,38 @@
-"""Protocol-free inference: find the model, check the request's outputs, run through the batcher."""
+"""The boundary between the protocols and the engine: find a model, describe it, run inference
+through its batcher, say whether the server is ready. Knows no protocol; V1, V2 over HTTP and V2
+over gRPC all call it, and nothing above it touches the registry, the batchers or the runtimes."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from service.batching import BatchResult
+from contract import store
+from contract.metadata import ModelMetadata
+from contract.spec import WEIGHTED_KINDS, LayerSpec
+from service import context
+from service.batching import BatchingConfig, BatchResult
 from service.config import Settings
 from service.errors import BadRequest, ModelNotReady, NotFound
 from service.registry import ModelRegistry, ModelVersion
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What every protocol says about a model version."""
+
+    name: str
+    version: int
+    versions: list[int]
+    metadata: ModelMetadata
+    provider: str
+    layers: tuple[LayerSpec, ...]
+    outputs: tuple[str, ...]
+    batching: BatchingConfig
+    ready: bool
 
 
 class DataPlane:
@@ -18,21 +40,64 @@ class DataPlane:
         self.registry = registry
         self.settings = settings
 
+    # ---- readiness -------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
         return self.registry.ready
 
-    def model(self, name: str | None = None, version: int | str | None = None) -> ModelVersion:
+    @property
+    def draining(self) -> bool:
+        return self.registry.draining
+
+    def status(self) -> dict[str, Any]:
+        """Readiness with what is loaded and what was refused (GET /readyz)."""
+        status = self.registry.status()
+        return {"device": self.settings.device, "providers": sorted(set(status["models"].values())), **status}
+
+    def not_ready_reason(self) -> str:
+        return "shutting down" if self.registry.draining else "models not loaded"
+
+    # ---- models ----------------------------------------------------------------------------
+    def resolve(self, name: str | None = None, version: int | str | None = None) -> ModelVersion:
+        """The model version a request names (the default model and its latest version when it
+        names none); an unknown name or version is a 404."""
         if not self.registry.loaded:
             raise ModelNotReady("models are still loading", retry_after=2)
         name = name or self.settings.default_model
         if isinstance(version, str):
-            if not (version.isascii() and version.isdigit() and 0 < len(version) <= 9):
+            parsed = store.parse_version(version)
+            if parsed is None:
+                context.record_model("unknown")
                 raise NotFound(f"model {name!r} has no version {version!r}")
-            version = int(version)
-        return self.registry.get(name, version)
+            version = parsed
+        try:
+            model = self.registry.get(name, version)
+        except NotFound:
+            context.record_model("unknown")  # client-chosen names must not grow the metrics' label set
+            raise
+        context.record_model(model.name)
+        return model
 
+    def describe(self, model: ModelVersion) -> ModelDescription:
+        return ModelDescription(
+            name=model.name, version=model.version, versions=self.registry.versions(model.name),
+            metadata=model.metadata, provider=model.runtime.provider, layers=model.layers, outputs=model.outputs,
+            batching=model.batcher.config, ready=self.ready,
+        )
+
+    def describe_latest(self) -> list[ModelDescription]:
+        return [self.describe(model) for model in self.registry.latest()]
+
+    def layer_weights(self, model: ModelVersion, layer: str) -> tuple[LayerSpec, dict[str, np.ndarray]]:
+        spec = model.layer(layer)
+        if spec.kind not in WEIGHTED_KINDS:
+            raise NotFound(f"layer {layer!r} is a {spec.kind} layer and has no weights; "
+                           f"weighted layers: {', '.join(model.weights)}")
+        return spec, model.weights[layer]
+
+    # ---- inference -------------------------------------------------------------------------
     async def infer(self, model: ModelVersion, batch: np.ndarray, outputs: Sequence[str]) -> BatchResult:
+        """Run `batch` [n, 1, 28, 28] through the model's batcher; the result holds `outputs`."""
         unknown = [name for name in outputs if name not in model.outputs]
         if unknown:
             raise BadRequest(f"unknown output {unknown[0]!r}; outputs: {', '.join(model.outputs)}")
@@ -41,25 +106,10 @@ class DataPlane:
         return await model.batcher.submit(batch, outputs)
 
     def _current(self, retired: ModelVersion) -> ModelVersion:
-        """A route resolves its model before it reads the body; if that version was reloaded in
+        """A request resolves its model before it reads the body; if that version was reloaded in
         the meantime, the request runs on the version's new session instead of failing."""
         try:
             return self.registry.get(retired.name, retired.version)
         except NotFound:
             raise ModelNotReady(f"model {retired.label} was unloaded while this request was being read; "
                                 "retry", retry_after=1) from None
-
-
-def predictions(probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
-    """One prediction per row: label, confidence, the ten probabilities and the top k."""
-    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
-    result = []
-    for row, ranked in zip(probabilities, order.tolist()):
-        label = ranked[0]
-        result.append({
-            "label": label,
-            "confidence": row[label],
-            "probabilities": row,
-            "top_k": [{"label": digit, "probability": row[digit]} for digit in ranked],
-        })
-    return result

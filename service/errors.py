@@ -1,4 +1,6 @@
-"""One error base class that carries its HTTP status; every error leaves the server as {"error": ...}."""
+"""One error type that carries its HTTP status (and, through the gRPC front end, its gRPC status):
+every ServiceError leaves the server as {"error": message} with that status, from one place, the
+middleware. Anything else that escapes a request is a 500 answered there too."""
 
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ class Unauthorized(ServiceError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServiceError):
+    status_code = 403
+
+
 class NotFound(ServiceError):
     status_code = 404
 
@@ -37,6 +43,12 @@ class UnsupportedMediaType(ServiceError):
 
 class Unprocessable(ServiceError):
     status_code = 422
+
+
+class InferenceFailed(ServiceError):
+    """The model failed on an admitted request: the server's fault, not a reason to retry."""
+
+    status_code = 500
 
 
 class ServiceUnavailable(ServiceError):

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
 import time
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+from service import context
+
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,9 +19,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        request_id = request_id_var.get()
-        if request_id:
-            entry["request_id"] = request_id
+        request = context.current()
+        if request is not None:
+            entry["request_id"] = request.request_id
         for key in ("method", "path", "status", "duration_ms", "model", "client"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)

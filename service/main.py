@@ -1,4 +1,5 @@
-"""create_app(settings): the app factory. The lifespan loads the registry and drains it on shutdown."""
+"""create_app(settings): the app factory. Every route is declared once in the route modules'
+`routes()`; the lifespan loads the registry (when the server has not already) and drains it."""
 
 from __future__ import annotations
 
@@ -13,19 +14,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from service import __version__
-from service.api import admin, health, v1, v2
-from service.api.common import JSONBody
+from service.api import health, page, repository, v1, v2
+from service.api.responses import error_body
+from service.api.routing import validation_message
 from service.config import Settings
 from service.dataplane import DataPlane
-from service.errors import ServiceError
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
 from service.registry import ModelRegistry
+from service.repository import ModelRepository
 
 log = logging.getLogger(__name__)
 
@@ -34,44 +35,27 @@ Handwritten-digit CNNs served with ONNX Runtime: predictions, probabilities, **p
 layer weights and occlusion maps over a JSON API (`/v1`), and the **Open Inference Protocol** (`/v2`,
 KServe V2 with Triton's binary tensor extension). Every error is `{"error": "..."}`.
 """
-
-
-def _error_body(message: str, status: int, headers: dict[str, str] | None = None) -> JSONBody:
-    return JSONBody({"error": message}, status_code=status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for error in exc.errors()[:3]:
-        where = ".".join(str(item) for item in error.get("loc", ()))
-        parts.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+CORS_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "Inference-Header-Content-Length"]
+CORS_EXPOSED = ["X-Request-ID", "Inference-Header-Content-Length", "Retry-After"]
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> Response:
-        return _error_body(exc.message, exc.status_code, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
-        return _error_body(_validation_message(exc), 422)
+    """Starlette's own errors (unknown path, wrong method) as {"error": ...}; ServiceErrors and
+    unexpected errors are answered by the middleware."""
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return _error_body(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+        return error_body(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", exc_info=exc)
-        return _error_body("internal server error", 500)
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return error_body(validation_message(exc, prefix=""), 422)  # type: ignore[arg-type]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     registry = ModelRegistry(settings, metrics)
-    dataplane = DataPlane(registry, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,17 +76,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
-    app.state.dataplane = dataplane
+    app.state.dataplane = DataPlane(registry, settings)
+    app.state.repository = ModelRepository(registry)
     install_error_handlers(app)
-    app.router.routes.extend(v1.FAST_ROUTES + v2.FAST_ROUTES)
-    for router in (health.router, v1.router, v2.router, admin.router):
-        app.include_router(router)
-    app.mount("/static", StaticFiles(directory=health.STATIC_DIR), name="static")
+    for module in (v1, v2, repository, health, page):
+        app.router.routes.extend(module.routes())
+    page.mount_static(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Authorization", "X-Request-ID", "Inference-Header-Content-Length"],
-                           expose_headers=["X-Request-ID", "Inference-Header-Content-Length", "Retry-After"])
-    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics, known_models=registry.model_names)
+                           allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED)
+    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
     return app
 
 

@@ -1,5 +1,6 @@
-"""One ASGI middleware for what every request needs: an id, the body-size limit (enforced while
-the body is read), security headers, CORS-independent bookkeeping, metrics and the access log."""
+"""One ASGI middleware for what every HTTP request needs: an id, the body-size limit (enforced
+while the body is read), security headers, the answer to every error (a ServiceError with its
+status, anything else a logged 500), metrics and the access log."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.codec import dumps
+from service import context
 from service.config import Settings
-from service.errors import PayloadTooLarge
-from service.logs import request_id_var
+from service.errors import PayloadTooLarge, ServiceError
+from service.jsonio import dumps
 from service.metrics import Metrics
 
 log = logging.getLogger("mnist_serve.access")
@@ -27,18 +27,16 @@ PAGE_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
                                  b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'"),
 ]
-DEFAULT_MODEL_ROUTES = ("/v1/predict", "/v1/activations", "/v1/explain")
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics,
-                 known_models: Callable[[], Collection[str]]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.known_models = known_models
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._common_headers = COMMON_HEADERS + ([(b"x-served-by", socket.gethostname().encode())] if settings.served_by else [])
+        served_by = [(b"x-served-by", socket.gethostname().encode())] if settings.served_by else []
+        self._common_headers = COMMON_HEADERS + served_by
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,19 +51,20 @@ class ServiceMiddleware:
                 request_id = candidate if REQUEST_ID.match(candidate) else ""
             elif key == b"content-length":
                 declared_length = value
-        request_id = request_id or uuid.uuid4().hex
-        token = request_id_var.set(request_id)
+        request, token = context.begin(request_id or uuid.uuid4().hex)
         path: str = scope["path"]
-        extra = [(b"x-request-id", request_id.encode())] + self._common_headers
+        extra = [(b"x-request-id", request.request_id.encode())] + self._common_headers
         if path == "/" or path.startswith("/static/"):
             extra += PAGE_HEADERS
         status = 500
+        response_started = False
         limit = self.settings.max_body_bytes
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)
 
@@ -83,28 +82,33 @@ class ServiceMiddleware:
         self.metrics.in_flight.inc()
         try:
             if declared_length is not None and _too_long(declared_length, limit):
-                await _reject(send_with_headers, 413, f"request body of {declared_length.decode(errors='replace')} "
-                                                      f"bytes exceeds the max_body_bytes limit of {limit} bytes")
+                await _answer(send_with_headers, 413, f"request body of {declared_length.decode(errors='replace')} "
+                                                      f"bytes exceeds the max_body_bytes limit of {limit} bytes",
+                              close=True)
             else:
                 await self.app(scope, limited_receive, send_with_headers)
+        except ServiceError as exc:
+            if response_started:
+                raise
+            await _answer(send_with_headers, exc.status_code, exc.message, exc.headers)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], path)
+            if response_started:
+                raise
+            await _answer(send_with_headers, 500, f"internal server error (request id {request.request_id})")
         finally:
             self.metrics.in_flight.dec()
-            elapsed = time.perf_counter() - started
-            self._record(scope, status, elapsed)
-            request_id_var.reset(token)
+            self._record(scope, request, status, time.perf_counter() - started)
+            context.end(token)
 
-    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+    def _record(self, scope: Scope, request: context.RequestContext, status: int, elapsed: float) -> None:
         route = scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
-        params: dict[str, Any] = scope.get("path_params") or {}
-        model = params.get("name") or (self.settings.default_model if endpoint in DEFAULT_MODEL_ROUTES else "")
-        if model and model not in self.known_models():
-            model = "unknown"  # client-chosen names must not grow the label set
-        key = (model, endpoint, status)
+        key = (request.model, endpoint, status)
         children = self._children.get(key)
         if children is None:
-            children = (self.metrics.requests.labels(model, endpoint, str(status)),
-                        self.metrics.request_latency.labels(model, endpoint))
+            children = (self.metrics.requests.labels(request.model, endpoint, str(status)),
+                        self.metrics.request_latency.labels(request.model, endpoint))
             self._children[key] = children
         children[0].inc()
         children[1].observe(elapsed)
@@ -112,7 +116,7 @@ class ServiceMiddleware:
             client = scope.get("client")
             log.info("%s %s %d", scope["method"], scope["path"], status, extra={
                 "method": scope["method"], "path": scope["path"], "status": status,
-                "duration_ms": round(elapsed * 1000, 3), "model": model, "client": client[0] if client else ""})
+                "duration_ms": round(elapsed * 1000, 3), "model": request.model, "client": client[0] if client else ""})
 
 
 def _too_long(declared: bytes, limit: int) -> bool:
@@ -122,9 +126,12 @@ def _too_long(declared: bytes, limit: int) -> bool:
         return False
 
 
-async def _reject(send: Send, status: int, message: str) -> None:
+async def _answer(send: Send, status: int, message: str, headers: dict[str, str] | None = None,
+                  close: bool = False) -> None:
     body = dumps({"error": message})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in (headers or {}).items()]
+    if close:
+        raw_headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})

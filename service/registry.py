@@ -177,7 +177,10 @@ class ModelRegistry:
         """Reload every model on disk (SIGHUP). Returns name -> 'ok' or the reason it was refused."""
         outcome: dict[str, str] = {}
         async with self._lock:
-            for name in sorted(set(self.scan()) | set(self._models)):
+            on_disk = self.scan()
+            for name in {key.rpartition("/")[0] for key in self.failures} - set(on_disk):
+                self._forget_failures(name, {})
+            for name in sorted(set(on_disk) | set(self._models)):
                 try:
                     await self._load_locked(name, raise_errors=True)
                     outcome[name] = "ok"
@@ -188,6 +191,7 @@ class ModelRegistry:
     async def _load_locked(self, name: str, raise_errors: bool) -> list[ModelVersion]:
         on_disk = self.scan(only=name).get(name, {})
         current = dict(self._models.get(name, {}))
+        self._forget_failures(name, on_disk)
         if not on_disk and not current:
             raise NotFound(f"no {name}/<version>/{store.MODEL_FILE} under {self.settings.models_dir}")
         updated = dict(current)
@@ -225,6 +229,12 @@ class ModelRegistry:
         if errors and raise_errors:
             raise ModelLoadError("; ".join(errors))
         return [updated[v] for v in sorted(updated)]
+
+    def _forget_failures(self, name: str, on_disk: dict[int, Path]) -> None:
+        """A refused version whose file is gone has nothing left to report."""
+        for key in [key for key in self.failures if key.rpartition("/")[0] == name]:
+            if store.parse_version(key.rpartition("/")[2]) not in on_disk:
+                del self.failures[key]
 
     async def unload(self, name: str) -> None:
         async with self._lock:

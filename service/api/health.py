@@ -1,42 +1,38 @@
-"""Liveness, readiness, metrics and the web page."""
+"""Liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from fastapi import Request
+from starlette.responses import Response
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
-
-from service.api.common import JSONBody, dataplane_of, error_responses
+from service.api.responses import JSONBody
+from service.api.routing import FastRoute, route
+from service.dataplane import DataPlane
 from service.errors import ServiceUnavailable
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-router = APIRouter()
+TAGS = ["health"]
 
 
-@router.get("/healthz", tags=["health"], summary="Liveness")
-async def healthz() -> JSONBody:
+async def healthz(request: Request) -> Response:
     return JSONBody({"status": "live"})
 
 
-@router.get("/readyz", tags=["health"], summary="Readiness: every model loaded and warmed",
-            responses=error_responses(503))
-async def readyz(request: Request) -> JSONBody:
-    plane = dataplane_of(request)
-    status = plane.registry.status()
+async def readyz(request: Request) -> Response:
+    plane: DataPlane = request.app.state.dataplane
     if not plane.ready:
-        reason = "shutting down" if plane.registry.draining else "models not loaded"
-        raise ServiceUnavailable(f"not ready: {reason}", retry_after=2)
-    providers = sorted(set(status["models"].values()))
-    return JSONBody({"status": "ready", "device": plane.settings.device, "providers": providers, **status})
+        raise ServiceUnavailable(f"not ready: {plane.not_ready_reason()}", retry_after=2)
+    return JSONBody({"status": "ready", **plane.status()})
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
     registry = request.app.state.metrics
     return Response(registry.render(), media_type=registry.content_type)
 
 
-@router.get("/", include_in_schema=False)
-async def page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+def routes() -> list[FastRoute]:
+    return [
+        route("/healthz", healthz, methods=["GET"], summary="Liveness", tags=TAGS),
+        route("/readyz", readyz, methods=["GET"], summary="Readiness: every model loaded and warmed", tags=TAGS,
+              errors=(503,)),
+        route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics", tags=TAGS),
+    ]

@@ -1,27 +1,31 @@
-"""Open Inference Protocol (KServe V2) routes with Triton's binary tensor data extension. HTTP only:
-the protocol's bodies are decoded by service.codec and inference runs through the shared data plane."""
+"""The Open Inference Protocol (KServe V2) over HTTP, with Triton's binary tensor data extension.
+Bodies are decoded by service.protocol.v2; inference runs through the shared data plane."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
-from fastapi.responses import Response
+from fastapi import Path, Request
+from starlette.responses import Response
 
+from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, NUM_CLASSES, PROBABILITIES
 from service import __version__
-from service.api.common import HotRoute, JSONBody, dataplane_of, error_responses, read_body, settings_of
-from service.codec import HEADER_LENGTH, encode_v2_response, parse_v2_request
+from service.api.bodies import read_body, settings_of
+from service.api.responses import JSONBody
+from service.api.routing import FastRoute, model_routes, route
+from service.dataplane import DataPlane, ModelDescription
 from service.errors import ModelNotReady, ServiceUnavailable
-from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
+from service.protocol.v2 import model_io
+from service.protocol.v2.datatypes import OUTPUT_DATATYPE, datatype_names
+from service.protocol.v2.rest import HEADER_LENGTH, decode_request, encode_response
 
-router = APIRouter(prefix="/v2", tags=["v2"])
-
+TAGS = ["v2"]
 ModelName = Annotated[str, Path(description="model name")]
-Version = Annotated[str, Path(description="model version (an unknown one is a 404)")]
+Version = Annotated[str | None, Path(description="model version (an unknown one is a 404)")]
 
 _TENSOR = {"type": "object", "required": ["name", "datatype", "shape"], "properties": {
     "name": {"type": "string", "enum": [INPUT_NAME]},
-    "datatype": {"type": "string", "enum": ["FP32", "FP16", "FP64", "UINT8"]},
+    "datatype": {"type": "string", "enum": datatype_names()},
     "shape": {"type": "array", "items": {"type": "integer"}},
     "data": {"type": "array"},
     "parameters": {"type": "object"}}}
@@ -38,81 +42,76 @@ INFER_BODY = {"requestBody": {"required": True, "content": {
                                  "description": f"JSON header, then raw tensors; header {HEADER_LENGTH} gives its length"}}}}
 
 
-@router.get("", summary="Server metadata")
-async def server_metadata(request: Request) -> JSONBody:
-    extensions = ["binary_tensor_data"] + (["model_repository"] if settings_of(request).admin_allowed else [])
-    return JSONBody({"name": "mnist-serve", "version": __version__, "extensions": extensions})
+def dataplane_of(request: Request) -> DataPlane:
+    return request.app.state.dataplane
 
 
-@router.get("/health/live", summary="Liveness")
-async def live() -> Response:
+def extensions(request: Request) -> list[str]:
+    return ["binary_tensor_data"] + (["model_repository"] if settings_of(request).admin_allowed else [])
+
+
+def metadata(description: ModelDescription) -> dict[str, Any]:
+    outputs = [{"name": out, "datatype": OUTPUT_DATATYPE, "shape": [-1, NUM_CLASSES]} for out in (LOGITS, PROBABILITIES)]
+    outputs += [{"name": layer.name, "datatype": OUTPUT_DATATYPE, "shape": [-1, *layer.shape]}
+                for layer in description.layers]
+    return {
+        "name": description.name, "versions": [str(v) for v in description.versions], "platform": "onnxruntime_onnx",
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *INPUT_SHAPE]}], "outputs": outputs,
+        "parameters": {"framework": description.metadata.framework, "architecture": description.metadata.architecture,
+                       "provider": description.provider, "version": str(description.version),
+                       "max_batch_size": description.batching.max_batch_size},
+    }
+
+
+async def server_metadata(request: Request) -> Response:
+    return JSONBody({"name": "mnist-serve", "version": __version__, "extensions": extensions(request)})
+
+
+async def live(request: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="Readiness: every model loaded and warmed", responses=error_responses(503))
 async def ready(request: Request) -> Response:
     if not dataplane_of(request).ready:
         raise ServiceUnavailable("not ready", retry_after=2)
     return Response(status_code=200)
 
 
-@router.get("/models/{name}", summary="Model metadata", responses=error_responses(404))
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=error_responses(404))
-async def model_metadata(request: Request, name: ModelName, version: Version | None = None) -> JSONBody:
+async def model_metadata(request: Request, name: ModelName, version: Version = None) -> Response:
     plane = dataplane_of(request)
-    model = plane.model(name, version)
-    outputs = [{"name": out, "datatype": "FP32", "shape": [-1, 10]} for out in (LOGITS, PROBABILITIES)]
-    outputs += [{"name": layer.name, "datatype": "FP32", "shape": [-1, *layer.shape]} for layer in model.layers]
-    return JSONBody({
-        "name": model.name, "versions": [str(v) for v in plane.registry.versions(name)], "platform": "onnxruntime_onnx",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *INPUT_SHAPE]}], "outputs": outputs,
-        "parameters": {"framework": model.metadata.framework, "architecture": model.metadata.architecture,
-                       "provider": model.runtime.provider, "version": str(model.version),
-                       "max_batch_size": model.batcher.config.max_batch_size},
-    })
+    return JSONBody(metadata(plane.describe(plane.resolve(name, version))))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness", responses=error_responses(404, 503))
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness",
-            responses=error_responses(404, 503))
-async def model_ready(request: Request, name: ModelName, version: Version | None = None) -> Response:
+async def model_ready(request: Request, name: ModelName, version: Version = None) -> Response:
     plane = dataplane_of(request)
-    plane.model(name, version)
+    plane.resolve(name, version)
     if not plane.ready:
         raise ModelNotReady(f"model {name} is not ready", retry_after=2)
     return Response(status_code=200)
 
 
-@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensors)", openapi_extra=INFER_BODY,
-             responses=error_responses(400, 404, 413, 503))
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference with a model version",
-             openapi_extra=INFER_BODY, responses=error_responses(400, 404, 413, 503))
-async def infer(request: Request, name: ModelName, version: Version | None = None) -> Response:
-    return await run_infer(request, name, version)
-
-
-async def run_infer(request: Request, name: str, version: str | None) -> Response:
+async def infer(request: Request, name: ModelName, version: Version = None) -> Response:
     plane = dataplane_of(request)
     settings = settings_of(request)
-    model = plane.model(name, version)
-    parsed = parse_v2_request(
-        await read_body(request), request.headers.get(HEADER_LENGTH), INPUT_NAME, INPUT_SHAPE, model.outputs,
-        settings.max_images_per_request, settings.max_json_depth,
-    )
-    result = await plane.infer(model, parsed.batch, [output.name for output in parsed.outputs])
-    body, headers = encode_v2_response(model.name, model.version, parsed.id, parsed.outputs, result.outputs)
-    media = headers.pop("content-type")
-    return Response(content=body, media_type=media, headers=headers)
+    model = plane.resolve(name, version)
+    inference = decode_request(await read_body(request), request.headers.get(HEADER_LENGTH),
+                               settings.max_json_depth + len(INPUT_SHAPE),
+                               model_io.input_check(settings.max_images_per_request))
+    outputs = model_io.requested_outputs(inference, model.outputs)
+    result = await plane.infer(model, model_io.request_batch(inference), [output.name for output in outputs])
+    body, headers = encode_response(model_io.response(model.name, model.version, inference, outputs, result.outputs))
+    return Response(content=body, media_type=headers.pop("content-type"), headers=headers)
 
 
-async def _infer_endpoint(request: Request) -> Response:
-    return await run_infer(request, request.path_params["name"], request.path_params.get("version"))
-
-
-# The inference route is the hot path: served by plain Starlette routes placed ahead of FastAPI's,
-# which skips FastAPI's per-request dependency solving (the path parameters are plain strings
-# anyway). The FastAPI declarations above stay for the OpenAPI document and behave the same.
-FAST_ROUTES = [
-    HotRoute("/v2/models/{name}/infer", _infer_endpoint, methods=["POST"]),
-    HotRoute("/v2/models/{name}/versions/{version}/infer", _infer_endpoint, methods=["POST"]),
-]
+def routes() -> list[FastRoute]:
+    return [
+        route("/v2", server_metadata, methods=["GET"], summary="Server metadata", tags=TAGS),
+        route("/v2/health/live", live, methods=["GET"], summary="Liveness", tags=TAGS),
+        route("/v2/health/ready", ready, methods=["GET"], summary="Readiness: every model loaded and warmed",
+              tags=TAGS, errors=(503,)),
+        *model_routes("/v2", "", model_metadata, methods=["GET"], summary="Model metadata", tags=TAGS, errors=(404,)),
+        *model_routes("/v2", "/ready", model_ready, methods=["GET"], summary="Model readiness", tags=TAGS,
+                      errors=(404, 503)),
+        *model_routes("/v2", "/infer", infer, methods=["POST"], summary="Inference (JSON or binary tensors)", tags=TAGS,
+                      errors=(400, 404, 413, 500, 503), openapi_extra=INFER_BODY),
+    ]

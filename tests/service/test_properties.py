@@ -1,12 +1,15 @@
 """Property-based tests (hypothesis) of the request decoders and validators: whatever the input,
 they return a valid batch (float32, the contract's shape, values in [0, 1]) or raise a
-ServiceError with a 4xx status. Any other exception would be a 500 for the client."""
+ServiceError with a 4xx status. Any other exception would be a 500 for the client. Each strategy
+mixes valid requests with damaged ones, and each test asserts that a minimum share was accepted:
+a decoder that refused everything would fail."""
 
 from __future__ import annotations
 
 import base64
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,20 +20,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from service.codec import (
-    HEADER_LENGTH,
-    InputLimits,
-    array_to_image,
-    decode_base64_image,
-    json_depth,
-    parse_json,
-    parse_v1_images,
-    parse_v2_request,
-)
-from service.errors import ServiceError
-from service.preprocess import SIZE, decode_image, image_to_input, mnist_style
-from tests.service.payloads import decompression_bomb
 from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
+from service.errors import ServiceError
+from service.jsonio import json_depth, parse_json
+from service.preprocess import SIZE, decode_image, image_to_input, mnist_style
+from service.protocol.v1.images import InputLimits, array_to_image, decode_base64_image, parse_v1_images
+from service.protocol.v2 import model_io
+from service.protocol.v2.rest import HEADER_LENGTH, decode_request
+from tests.service.payloads import decompression_bomb
 
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LIMITS = InputLimits(max_images=4, max_encoded_bytes=64 * 1024, max_pixels=256 * 256)
@@ -38,14 +35,33 @@ OUTPUT_NAMES = (LOGITS, PROBABILITIES, "conv1")
 MAX_DEPTH = 6
 
 
+@dataclass
+class Tally:
+    """How many generated cases a decoder accepted: asserting a minimum share proves the strategy
+    reaches the accepting path, so the assertions made on accepted results really run."""
+
+    accepted: int = 0
+    refused: int = 0
+
+    def outcome(self, call: Callable[[], Any]) -> Any:
+        """The call's result, or None when it raised a client error; any other exception fails the test."""
+        try:
+            result = call()
+        except ServiceError as error:
+            assert 400 <= error.status_code < 500, f"{type(error).__name__} has status {error.status_code}"
+            assert error.message
+            self.refused += 1
+            return None
+        self.accepted += 1
+        return result
+
+    def assert_accepts(self, at_least: float) -> None:
+        total = self.accepted + self.refused
+        assert total and self.accepted / total >= at_least, f"accepted {self.accepted} of {total}"
+
+
 def outcome(call: Callable[[], Any]) -> Any:
-    """The call's result, or None when it raised a client error; any other exception fails the test."""
-    try:
-        return call()
-    except ServiceError as error:
-        assert 400 <= error.status_code < 500, f"{type(error).__name__} has status {error.status_code}"
-        assert error.message
-        return None
+    return Tally().outcome(call)
 
 
 def assert_valid_images(images: np.ndarray) -> None:
@@ -72,12 +88,18 @@ json_values = st.recursive(
     max_leaves=30)
 non_finite = st.sampled_from([float("nan"), float("inf"), float("-inf")])
 pixel_scalars = st.integers(-300, 300) | st.floats(-2.0, 2.0) | non_finite | st.booleans() | st.none() | st.text(max_size=3)
+valid_int_images = hnp.arrays(np.int64, (SIZE, SIZE), elements=st.integers(0, 255)).map(lambda a: a.tolist())
+valid_float_images = hnp.arrays(np.float64, (SIZE, SIZE), elements=st.floats(0.0, 1.0)).map(lambda a: a.tolist())
 
 
 @st.composite
 def image_like(draw: st.DrawFn) -> Any:
-    """Mostly 28x28 nested lists (valid or nearly so), sometimes any JSON at all."""
-    kind = draw(st.sampled_from(["ints", "floats", "mixed", "ragged", "any"]))
+    """Valid 28x28 images half the time; otherwise nearly valid ones, or any JSON at all."""
+    kind = draw(st.sampled_from(["valid-ints", "valid-floats", "ints", "floats", "mixed", "ragged", "any"]))
+    if kind == "valid-ints":
+        return draw(valid_int_images)
+    if kind == "valid-floats":
+        return draw(valid_float_images)
     if kind == "ints":
         return draw(hnp.arrays(np.int64, (SIZE, SIZE), elements=st.integers(-5, 260))).tolist()
     if kind == "floats":
@@ -104,7 +126,7 @@ def encoded_images(draw: st.DrawFn) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt)
     data = buffer.getvalue()
-    damage = draw(st.sampled_from(["none", "truncate", "flip"]))
+    damage = draw(st.sampled_from(["none", "none", "truncate", "flip"]))
     if damage == "truncate":
         data = data[: draw(st.integers(0, len(data)))]
     elif damage == "flip":
@@ -126,112 +148,165 @@ def test_json_depth_flags_exactly_the_values_deeper_than_the_limit(value: Any, l
         assert depth == true_depth(value) or (depth == 1 and not isinstance(value, (dict, list)))
 
 
-@PROPERTY_SETTINGS
-@given(st.binary(max_size=200) | json_values.map(orjson.dumps)
-       | st.sampled_from([b"NaN", b"[1e400]", b"", b"  ", b"{", b"\xff"]))
-def test_parse_json_returns_shallow_json_or_a_client_error(body: bytes) -> None:
-    parsed = outcome(lambda: parse_json(body, MAX_DEPTH))
-    if parsed is not None:
-        assert true_depth(parsed) <= MAX_DEPTH
-        assert orjson.loads(body) == parsed
+def test_parse_json_returns_shallow_json_or_a_client_error() -> None:
+    tally = Tally()
+
+    @PROPERTY_SETTINGS
+    @given(st.binary(max_size=200) | json_values.map(orjson.dumps)
+           | st.sampled_from([b"NaN", b"[1e400]", b"", b"  ", b"{", b"\xff"]))
+    def check(body: bytes) -> None:
+        parsed = tally.outcome(lambda: parse_json(body, MAX_DEPTH))
+        if parsed is not None:
+            assert true_depth(parsed) <= MAX_DEPTH
+            assert orjson.loads(body) == parsed
+
+    check()
+    tally.assert_accepts(at_least=0.3)
 
 
 # ---- V1 arrays -----------------------------------------------------------------------------
 
-@PROPERTY_SETTINGS
-@given(image_like())
-def test_array_to_image_accepts_only_in_range_28x28_numbers(value: Any) -> None:
-    image = outcome(lambda: array_to_image(value, "image"))
-    if image is None:
-        return
-    assert_valid_images(image[None])
-    source = np.asarray(value)
-    scale = 255.0 if source.dtype.kind in "iu" else 1.0
-    np.testing.assert_allclose(image, source / scale, rtol=1e-6, atol=1e-7)
+def test_array_to_image_accepts_only_in_range_28x28_numbers() -> None:
+    tally = Tally()
+
+    @PROPERTY_SETTINGS
+    @given(image_like())
+    def check(value: Any) -> None:
+        image = tally.outcome(lambda: array_to_image(value, "image"))
+        if image is None:
+            return
+        assert_valid_images(image[None])
+        source = np.asarray(value)
+        scale = 255.0 if source.dtype.kind in "iu" else 1.0
+        np.testing.assert_allclose(image, source / scale, rtol=1e-6, atol=1e-7)
+
+    check()
+    tally.assert_accepts(at_least=0.2)
 
 
-@PROPERTY_SETTINGS
-@given(st.dictionaries(st.sampled_from(["image", "images", "image_base64", "images_base64", "other"]),
-                       image_like() | st.lists(image_like(), max_size=6) | st.text(max_size=40), max_size=3),
-       st.sampled_from([None, True, False]), st.booleans())
-def test_parse_v1_images_returns_a_valid_batch_or_a_client_error(body: dict[str, Any], preprocess: bool | None,
-                                                                 single: bool) -> None:
-    parsed = outcome(lambda: parse_v1_images(body, LIMITS, preprocess, single))
-    if parsed is None:
-        return
-    assert_valid_images(parsed.images)
-    assert 1 <= len(parsed.images) <= (1 if single else LIMITS.max_images)
+@st.composite
+def v1_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid body half the time (one image field, the right count); otherwise any mix of fields."""
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["image", "images"]))
+        image = valid_int_images | valid_float_images
+        return {key: draw(image) if key == "image" else draw(st.lists(image, min_size=1, max_size=LIMITS.max_images))}
+    return draw(st.dictionaries(st.sampled_from(["image", "images", "image_base64", "images_base64", "other"]),
+                                image_like() | st.lists(image_like(), max_size=6) | st.text(max_size=40), max_size=3))
+
+
+def test_parse_v1_images_returns_a_valid_batch_or_a_client_error() -> None:
+    tally = Tally()
+
+    @PROPERTY_SETTINGS
+    @given(v1_bodies(), st.sampled_from([None, True, False]), st.booleans())
+    def check(body: dict[str, Any], preprocess: bool | None, single: bool) -> None:
+        parsed = tally.outcome(lambda: parse_v1_images(body, LIMITS, preprocess, single))
+        if parsed is None:
+            return
+        assert_valid_images(parsed.images)
+        assert 1 <= len(parsed.images) <= (1 if single else LIMITS.max_images)
+
+    check()
+    tally.assert_accepts(at_least=0.2)
 
 
 # ---- V2 ------------------------------------------------------------------------------------
 
 V2_DTYPES = {"FP32": "<f4", "FP16": "<f2", "FP64": "<f8", "UINT8": "u1"}
+V2_DAMAGE = ["none", "none", "none", "name", "datatype", "shape", "count", "size", "truncate", "header-length",
+             "outputs", "id", "extra-bytes"]
+
+
+@dataclass
+class V2Case:
+    body: bytes
+    header_length: str | None
+    expected: np.ndarray  # the batch a valid request must decode to
+    damaged: bool
 
 
 @st.composite
-def v2_bodies(draw: st.DrawFn) -> tuple[bytes, str | None]:
-    """Inference requests near the protocol: right or wrong names, datatypes, shapes and data;
-    binary sections that fit, are short or long, or sit behind a wrong header length."""
-    count = draw(st.integers(0, 5))
-    datatype = draw(st.sampled_from([*V2_DTYPES, "INT8", "BYTES", 7]))
-    shape = draw(st.sampled_from([[count, *INPUT_SHAPE], [count, 28, 28], [count, 1, 28, 27], [count], "x",
-                                  [-1, *INPUT_SHAPE], [count, 1, 28, True]]))
-    spec: dict[str, Any] = {"name": draw(st.sampled_from([INPUT_NAME, "input", 3])), "datatype": datatype, "shape": shape}
-    dtype = np.dtype(V2_DTYPES.get(datatype, "u1") if isinstance(datatype, str) else "u1")
-    size = count * 784 + draw(st.sampled_from([0, 0, 0, -1, 1])) if count else 0
-    elements = st.integers(0, 255) if dtype.kind == "u" else st.floats(-0.5, 1.5, width=16 if dtype.itemsize == 2 else 32)
-    values = draw(hnp.arrays(dtype, size, elements=elements))
+def v2_cases(draw: st.DrawFn) -> V2Case:
+    """A valid inference request (JSON, flat or nested, or binary; any accepted datatype; 1-4
+    images; any outputs), then at most one damage: a wrong name, datatype, shape, value count,
+    binary size, truncation, header length, outputs or id."""
+    count = draw(st.integers(1, LIMITS.max_images))
+    datatype = draw(st.sampled_from(list(V2_DTYPES)))
+    dtype = np.dtype(V2_DTYPES[datatype])
+    elements = st.integers(0, 255) if dtype.kind == "u" else st.floats(0.0, 1.0, width=16 if dtype.itemsize == 2 else 32)
+    values = draw(hnp.arrays(dtype, (count, *INPUT_SHAPE), elements=elements))
+    expected = values.astype(np.float32) / (np.float32(255.0) if dtype.kind == "u" else np.float32(1.0))
+    damage = draw(st.sampled_from(V2_DAMAGE))
+    spec: dict[str, Any] = {"name": "input" if damage == "name" else INPUT_NAME,
+                            "datatype": draw(st.sampled_from(["INT8", "BYTES", 7, ["FP32"]])) if damage == "datatype" else datatype,
+                            "shape": draw(st.sampled_from([[count, 28, 28], [count, 1, 28, 27], "x", [-1, *INPUT_SHAPE],
+                                                           [count, 1, 28, True]])) if damage == "shape"
+                            else [count, *INPUT_SHAPE]}
     binary = b""
     if draw(st.booleans()):
         raw = values.tobytes()
-        spec["parameters"] = {"binary_data_size": draw(st.sampled_from([len(raw), len(raw) + 1, max(len(raw) - 1, 0), "4"]))}
-        binary = raw[: draw(st.sampled_from([len(raw), len(raw) // 2]))]
+        size = len(raw) + draw(st.sampled_from([1, -1])) if damage == "size" else len(raw)
+        spec["parameters"] = {"binary_data_size": size}
+        binary = raw[: len(raw) // 2] if damage == "truncate" else raw + (b"\0" if damage == "extra-bytes" else b"")
     else:
-        nested = values.reshape(-1, 28).tolist() if size % 28 == 0 else []
-        spec["data"] = draw(st.sampled_from([values.tolist(), nested, "abc", [[1, 2], [3]], [None] * size, [True] * size]))
-    request: dict[str, Any] = {"inputs": draw(st.sampled_from([[spec], [spec, spec], spec, []]))}
-    if draw(st.booleans()):
-        request["outputs"] = draw(st.sampled_from([[{"name": PROBABILITIES}], [{"name": "nope"}], [{"name": 1}], "x",
-                                                   [{"name": LOGITS, "parameters": {"binary_data": True}}]]))
-    if draw(st.booleans()):
-        request["id"] = draw(st.sampled_from(["abc", 5]))
+        data = values.tolist() if draw(st.booleans()) else values.ravel().tolist()
+        spec["data"] = values.ravel().tolist()[:-1] if damage == "count" else data
+    request: dict[str, Any] = {"inputs": [spec]}
+    if draw(st.booleans()) or damage == "outputs":
+        request["outputs"] = (draw(st.sampled_from([[{"name": 1}], "x", [{"name": LOGITS}, {"name": LOGITS}]]))
+                              if damage == "outputs" else
+                              [{"name": name, "parameters": {"binary_data": draw(st.booleans())}}
+                               for name in draw(st.lists(st.sampled_from(OUTPUT_NAMES), min_size=1, unique=True))])
+    if draw(st.booleans()) or damage == "id":
+        request["id"] = 5 if damage == "id" else draw(st.text(max_size=8))
     header = orjson.dumps(request)
-    if not binary and draw(st.booleans()):
-        return header, None
-    declared = draw(st.sampled_from([str(len(header)), str(len(header) + 3), str(len(header) - 1), "-1", "abc"]))
-    return header + binary, declared
+    declared: str | None = str(len(header)) if binary or draw(st.booleans()) else None
+    if damage == "header-length":
+        declared = draw(st.sampled_from([str(len(header) + 3), str(len(header) - 1), "-1", "abc"]))
+    binary_only, json_only = ("size", "truncate", "extra-bytes"), ("count",)
+    applies = not ((damage in binary_only and not binary) or (damage in json_only and binary))
+    return V2Case(header + binary, declared, expected, damaged=damage != "none" and applies)
 
 
-@PROPERTY_SETTINGS
-@given(v2_bodies())
-def test_parse_v2_request_returns_a_valid_batch_or_a_client_error(request: tuple[bytes, str | None]) -> None:
-    body, header_length = request
-    parsed = outcome(lambda: parse_v2_request(body, header_length, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAMES,
-                                              LIMITS.max_images, MAX_DEPTH))
-    if parsed is None:
-        return
-    assert parsed.batch.dtype == np.float32
-    assert parsed.batch.shape[1:] == INPUT_SHAPE
-    assert 1 <= parsed.batch.shape[0] <= LIMITS.max_images
-    assert np.isfinite(parsed.batch).all() and parsed.batch.min() >= 0.0 and parsed.batch.max() <= 1.0
-    assert all(output.name in OUTPUT_NAMES for output in parsed.outputs)
+def decode_v2(body: bytes, header_length: str | None) -> np.ndarray:
+    request = decode_request(body, header_length, MAX_DEPTH + len(INPUT_SHAPE), model_io.input_check(LIMITS.max_images))
+    model_io.requested_outputs(request, OUTPUT_NAMES)
+    return model_io.request_batch(request)
+
+
+def test_v2_decoding_gives_exactly_the_sent_batch_or_a_client_error() -> None:
+    tally = Tally()
+
+    @PROPERTY_SETTINGS
+    @given(v2_cases())
+    def check(case: V2Case) -> None:
+        batch = tally.outcome(lambda: decode_v2(case.body, case.header_length))
+        if batch is None:
+            assert case.damaged, "a valid request was refused"
+            return
+        assert not case.damaged, "a damaged request was accepted"
+        assert batch.dtype == np.float32 and batch.shape == case.expected.shape
+        np.testing.assert_array_equal(batch, case.expected)
+
+    check()
+    tally.assert_accepts(at_least=0.2)
 
 
 @PROPERTY_SETTINGS
 @given(st.binary(max_size=300), st.sampled_from([None, "0", "10", "300", "x"]))
-def test_parse_v2_request_on_random_bytes(body: bytes, header_length: str | None) -> None:
-    outcome(lambda: parse_v2_request(body, header_length, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAMES, LIMITS.max_images, MAX_DEPTH))
+def test_v2_decoding_of_random_bytes_is_a_client_error(body: bytes, header_length: str | None) -> None:
+    assert outcome(lambda: decode_v2(body, header_length)) is None
 
 
-def test_parse_v2_request_reads_binary_tensors_exactly() -> None:
+def test_v2_decoding_reads_binary_tensors_exactly() -> None:
     batch = np.random.default_rng(0).random((2, *INPUT_SHAPE), dtype=np.float32)
     raw = batch.astype("<f4").tobytes()
     header = orjson.dumps({"inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [2, *INPUT_SHAPE],
                                        "parameters": {"binary_data_size": len(raw)}}]})
-    parsed = parse_v2_request(header + raw, str(len(header)), INPUT_NAME, INPUT_SHAPE, OUTPUT_NAMES, 4, MAX_DEPTH)
-    np.testing.assert_array_equal(parsed.batch, batch)
+    np.testing.assert_array_equal(decode_v2(header + raw, str(len(header))), batch)
     with pytest.raises(ServiceError, match="truncated") as truncated:
-        parse_v2_request(header + raw[:-5], str(len(header)), INPUT_NAME, INPUT_SHAPE, OUTPUT_NAMES, 4, MAX_DEPTH)
+        decode_v2(header + raw[:-5], str(len(header)))
     assert truncated.value.status_code == 400
     assert HEADER_LENGTH == "Inference-Header-Content-Length"
 

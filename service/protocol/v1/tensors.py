@@ -1,4 +1,4 @@
-"""Tensors -> JSON-ready layer payloads: statistics, histograms, and json/base64/png encodings."""
+"""Tensors -> V1 JSON layer payloads: statistics, histograms, and json/base64/png encodings."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""This service's own JSON API: image inputs, query options, and how results are presented."""
