@@ -16,9 +16,25 @@ import httpx
 import numpy as np
 import pytest
 
+from contract import store
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 SHARED_MNIST = REPO_ROOT.parent / "shared" / "mnist"
+
+
+def served_models() -> list[str]:
+    """The committed models, as the server lists them."""
+    return sorted(store.scan(MODELS_DIR))
+
+
+def latest_version(name: str) -> int:
+    """The version a request without one gets: the highest committed."""
+    return max(store.scan(MODELS_DIR, only=name)[name])
+
+
+def model_file(name: str, version: int | None = None) -> Path:
+    return store.model_path(MODELS_DIR, name, version or latest_version(name))
 
 
 def mnist_dir() -> Path:

@@ -13,11 +13,11 @@ import pytest
 from onnx import numpy_helper
 from PIL import Image
 
-from tests.conftest import MODELS_DIR
+from tests.conftest import latest_version, model_file, served_models
 from tests.service.conftest import ort_session
 
 CNN_MODELS = ["cnn-pytorch", "cnn-tensorflow"]
-ALL_MODELS = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "1" / "model.onnx").exists())
+ALL_MODELS = served_models()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_prediction_shape_and_top_k(client: httpx.Client, mnist_test_set) -> Non
     response = client.post("/v1/predict?top_k=5&include_input=true", json={"image": (images[0] / 255.0).tolist()})
     assert response.status_code == 200
     body = response.json()
-    assert body["model"] == "cnn-pytorch" and body["version"] == 1
+    assert body["model"] == "cnn-pytorch" and body["version"] == latest_version("cnn-pytorch")
     (prediction,) = body["predictions"]
     assert prediction["label"] == labels[0]
     assert len(prediction["probabilities"]) == 10 and sum(prediction["probabilities"]) == pytest.approx(1, abs=1e-4)
@@ -111,7 +111,8 @@ def test_model_listing_and_versions(client: httpx.Client) -> None:
         assert model["input"] == {"name": "image", "datatype": "FP32", "shape": [-1, 1, 28, 28]}
         assert model["layers"][0]["name"] == "conv1" and model["test_accuracy"] >= 0.99
     one = client.get("/v1/models/cnn-pytorch/versions/1").json()
-    assert one["framework"] == "pytorch" and one["architecture"] == "cnn" and one["versions"] == [1]
+    assert one["framework"] == "pytorch" and one["architecture"] == "cnn" and one["version"] == 1
+    assert one["versions"] == list(range(1, latest_version("cnn-pytorch") + 1))
 
 
 @pytest.mark.parametrize("model", ALL_MODELS)
@@ -150,7 +151,7 @@ def test_activations_png_and_json_encodings(client: httpx.Client, mnist_test_set
 
 @pytest.mark.parametrize("model", ["cnn-pytorch", "lenet-tensorflow"])
 def test_weights_equal_the_onnx_initializers(client: httpx.Client, model: str) -> None:
-    proto = onnx.load(str(MODELS_DIR / model / "1" / "model.onnx"))
+    proto = onnx.load(str(model_file(model)))
     initializers = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
     layouts = {p.key: p.value for p in proto.metadata_props}
     for layer in ("conv1", "fc1"):

@@ -13,10 +13,11 @@ import onnxruntime as ort
 import pytest
 
 from contract.spec import INPUT_NAME, LOGITS, PROBABILITIES, output_names
+from tests.conftest import latest_version
+from tests.service.wire import HEADER_LENGTH, binary_body, decode_response
 
 MODEL = "cnn-pytorch"
 INFER = f"/v2/models/{MODEL}/infer"
-HEADER_LENGTH = "Inference-Header-Content-Length"
 TOLERANCE = 1e-5
 
 
@@ -34,34 +35,15 @@ def tensor(datatype: str, shape: list[int], **fields: Any) -> dict[str, Any]:
     return {"name": INPUT_NAME, "datatype": datatype, "shape": shape, **fields}
 
 
-def binary_body(header: dict[str, Any], *chunks: bytes) -> tuple[bytes, dict[str, str]]:
-    encoded = json.dumps(header).encode()
-    return encoded + b"".join(chunks), {HEADER_LENGTH: str(len(encoded)), "Content-Type": "application/octet-stream"}
-
-
 def split_binary_response(response: httpx.Response) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Decode a binary response by hand: JSON header, then each binary output's bytes in order."""
     assert response.headers["content-type"] == "application/octet-stream"
-    size = int(response.headers[HEADER_LENGTH])
-    header = json.loads(response.content[:size])
-    arrays, offset = {}, size
-    for output in header["outputs"]:
-        if "data" in output:
-            arrays[output["name"]] = np.array(output["data"], dtype=np.float32).reshape(output["shape"])
-            continue
-        length = output["parameters"]["binary_data_size"]
-        raw = response.content[offset : offset + length]
-        arrays[output["name"]] = np.frombuffer(raw, "<f4").reshape(output["shape"])
-        offset += length
-    assert offset == len(response.content)
-    return header, arrays
+    return decode_response(response)
 
 
 def json_outputs(response: httpx.Response) -> dict[str, np.ndarray]:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
-    return {output["name"]: np.array(output["data"], dtype=np.float32).reshape(output["shape"])
-            for output in response.json()["outputs"]}
+    return decode_response(response)[1]
 
 
 def assert_error(response: httpx.Response, status: int, *fragments: str) -> None:
@@ -84,7 +66,7 @@ def test_health_and_server_metadata(http: httpx.Client) -> None:
 
 
 def test_model_metadata_with_and_without_version_agree(http: httpx.Client) -> None:
-    latest, pinned = http.get(f"/v2/models/{MODEL}"), http.get(f"/v2/models/{MODEL}/versions/1")
+    latest, pinned = http.get(f"/v2/models/{MODEL}"), http.get(f"/v2/models/{MODEL}/versions/{latest_version(MODEL)}")
     assert latest.status_code == pinned.status_code == 200
     assert latest.json() == pinned.json()
     assert [output["name"] for output in latest.json()["outputs"]] == output_names("cnn")

@@ -13,11 +13,11 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS_DIR
+from tests.conftest import latest_version, served_models
 from contract.spec import ARCHITECTURES, INPUT_NAME, LOGITS, PROBABILITIES, output_names
 
 MODEL = "cnn-pytorch"
-SERVED_MODELS = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "1" / "model.onnx").exists())
+SERVED_MODELS = served_models()
 PROBABILITY_TOLERANCE = 1e-5
 ACTIVATION_TOLERANCE = 1e-4  # activations reach tens; batching may reorder float sums slightly
 
@@ -96,7 +96,7 @@ def test_infer_equals_onnxruntime_and_v1(client: triton.InferenceServerClient, h
 
     response = result.get_response()
     assert response["id"] == f"req-{size}"
-    assert response["model_name"] == MODEL and response["model_version"] == "1"
+    assert response["model_name"] == MODEL and response["model_version"] == str(latest_version(MODEL))
     assert [output["name"] for output in response["outputs"]] == [PROBABILITIES, layer]
     assert all(("data" in output) != binary for output in response["outputs"])
     probabilities, activation = result.as_numpy(PROBABILITIES), result.as_numpy(layer)
@@ -130,7 +130,7 @@ def test_uint8_input_gives_the_fp32_result(client: triton.InferenceServerClient,
 def test_no_requested_outputs_returns_every_output(client: triton.InferenceServerClient,
                                                     reference: ort.InferenceSession, mnist_test_set) -> None:
     batch = as_input(mnist_test_set[0][:1])
-    result = client.infer(MODEL, [fp32_input(batch, True)], model_version="1")
+    result = client.infer(MODEL, [fp32_input(batch, True)], model_version=str(latest_version(MODEL)))
     names = output_names("cnn")
     assert [output["name"] for output in result.get_response()["outputs"]] == names
     for name, expected in zip(names, reference.run(names, {INPUT_NAME: batch})):
