@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -35,6 +36,7 @@ Handwritten-digit CNNs served with ONNX Runtime: predictions, probabilities, **p
 layer weights and occlusion maps over a JSON API (`/v1`), and the **Open Inference Protocol** (`/v2`,
 KServe V2 with Triton's binary tensor extension). Every error is `{"error": "..."}`.
 """
+DOCS_ASSETS = "/docs-assets"
 CORS_HEADERS = ["Content-Type", "Authorization", "X-Request-ID", "Inference-Header-Content-Length"]
 CORS_EXPOSED = ["X-Request-ID", "Inference-Header-Content-Length", "Retry-After"]
 
@@ -72,7 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finished = await registry.close(settings.shutdown_grace_s)
         log.info("shutdown: %s", "every queued request answered" if finished else "grace period ran out")
 
-    app = FastAPI(title="mnist-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI (/docs) from assets shipped in the fastapi-offline wheel, not a CDN. No /redoc: ReDoc's
+    # bundle still fetches its logo from a CDN.
+    app = FastAPIOffline(title="mnist-serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                         static_url=DOCS_ASSETS, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry

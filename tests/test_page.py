@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,11 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 SETTLE_TIMEOUT_MS = 30_000
@@ -42,20 +39,6 @@ CANVAS_PIXELS = """(canvas) => {
   }
   return {lit, red, total: data.length / 4};
 }"""
-
-
-@pytest.fixture(scope="module")
-def playwright_driver() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright_driver: Playwright) -> Iterator[Browser]:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    browser = playwright_driver.chromium.launch(executable_path=executable, headless=True, args=BROWSER_ARGS)
-    yield browser
-    browser.close()
 
 
 @pytest.fixture(scope="module")
