@@ -32,14 +32,19 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its live descendants."""
-    total, pending = 0, [pid]
+def process_tree_pids(pid: int) -> list[int]:
+    """The process and its live descendants, the process first."""
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
-        total += _process_ticks(current)
+        found.append(current)
         pending.extend(_children(current))
-    return total / CLOCK_TICKS
+    return found
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its live descendants."""
+    return sum(_process_ticks(current) for current in process_tree_pids(pid)) / CLOCK_TICKS
 
 
 @dataclass(frozen=True)

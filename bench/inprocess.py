@@ -79,8 +79,13 @@ def measure(model_path: Path, batch_sizes: list[int], duration: float) -> dict[i
     return results
 
 
-def predict_labels(model_path: Path, images: np.ndarray) -> np.ndarray:
-    """The labels in-process ONNX Runtime gives uint8 images [n, 28, 28] scaled to 0..1."""
+def predict_probabilities(model_path: Path, images: np.ndarray) -> np.ndarray:
+    """The probabilities [n, 10] in-process ONNX Runtime gives uint8 images [n, 28, 28] scaled to 0..1."""
     batch = (images.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     (probabilities,) = create_session(model_path).run([OUTPUT_NAME], {INPUT_NAME: batch})
-    return probabilities.argmax(axis=1)
+    return probabilities
+
+
+def predict_labels(model_path: Path, images: np.ndarray) -> np.ndarray:
+    """The labels in-process ONNX Runtime gives uint8 images [n, 28, 28] scaled to 0..1."""
+    return predict_probabilities(model_path, images).argmax(axis=1)

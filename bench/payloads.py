@@ -81,15 +81,17 @@ def _decode_v2_json(count: int) -> Decoder:
     return decode
 
 
-def v2_json(image: np.ndarray, model: str) -> Workload:
-    """Open Inference Protocol JSON: a flat FP32 list, shape [1, 1, 28, 28]."""
-    batch = _as_floats(image[None])
+def v2_json(images: np.ndarray, model: str) -> Workload:
+    """Open Inference Protocol JSON: a flat FP32 list, shape [n, 1, 28, 28] (one image: [28, 28] or [1, 28, 28])."""
+    batch = _as_floats(images)
+    count = len(batch)
     request = {
         "inputs": [{"name": "image", "datatype": "FP32", "shape": list(batch.shape), "data": batch.ravel().tolist()}],
         "outputs": [{"name": "probabilities"}],
     }
-    return Workload("v2-json", "V2 JSON infer, 1 image", _v2_path(model), _json(request), "application/json", 1,
-                    _decode_v2_json(1))
+    name, title = ("v2-json", "V2 JSON infer, 1 image") if count == 1 else (
+        f"v2-json-{count}", f"V2 JSON infer, {count} images")
+    return Workload(name, title, _v2_path(model), _json(request), "application/json", count, _decode_v2_json(count))
 
 
 def decode_v2_binary(body: bytes, headers: Mapping[str, str], count: int) -> np.ndarray:
@@ -128,10 +130,18 @@ def v2_binary(images: np.ndarray, model: str) -> Workload:
                     headers={INFER_HEADER: str(len(header))})
 
 
+def all_workloads(images: np.ndarray, model: str) -> dict[str, Workload]:
+    """Every request the benchmark can send, by name (bench/matrix.py says which server gets which)."""
+    batch = images[:BATCH_IMAGES]
+    workloads = (naive_json(images[0]), v1_json(images[0]), v2_json(images[:1], model), v2_json(batch, model),
+                 v2_binary(images[:1], model), v2_binary(batch, model))
+    return {workload.name: workload for workload in workloads}
+
+
 def service_workloads(images: np.ndarray, model: str) -> list[Workload]:
     """The four requests sent to the service: three single-image forms and one 256-image batch."""
-    return [v1_json(images[0]), v2_json(images[0], model), v2_binary(images[:1], model),
-            v2_binary(images[:BATCH_IMAGES], model)]
+    by_name = all_workloads(images, model)
+    return [by_name[name] for name in ("v1-json", "v2-json", "v2-binary", f"v2-binary-{BATCH_IMAGES}")]
 
 
 def sample_images(data_dir: str | None = None) -> np.ndarray:

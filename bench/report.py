@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from bench.load import LoadResult
+from bench.anchor_report import render_anchor_section
+from bench.results import Point, Results, Sample, Target, median_sample, met_text, results_from_json
+
+__all__ = ["Point", "Results", "Sample", "Target", "median_sample", "results_from_json", "add_ratios",
+           "evaluate_targets", "render_markdown", "update_document"]
 
 BASELINE_SERVER = "naive"
 BASELINE_WORKLOAD = "naive-json"
@@ -15,108 +18,6 @@ TARGET_SERVER = "batching-on"
 BUSY_MACHINE_CORES = 0.25  # "other CPU" above this is called out under the table's heading
 DOC_START = "<!-- bench:start -->"
 DOC_END = "<!-- bench:end -->"
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One run of one point; CPU in cores (CPU seconds per second of load)."""
-
-    requests_per_s: float
-    images_per_s: float
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    errors: float
-    server_cpu: float
-    client_cpu: float
-    other_cpu: float
-
-    @classmethod
-    def from_load(cls, load: LoadResult, images_per_request: int, server_cpu_s: float,
-                  machine_busy_s: float) -> "Sample":
-        seconds = load.duration_s or 1.0
-        other_s = max(0.0, machine_busy_s - server_cpu_s - load.client_cpu_s)
-        return cls(requests_per_s=load.requests_per_s, images_per_s=load.requests_per_s * images_per_request,
-                   p50_ms=load.latency_ms["p50"], p95_ms=load.latency_ms["p95"], p99_ms=load.latency_ms["p99"],
-                   errors=load.errors, server_cpu=server_cpu_s / seconds, client_cpu=load.client_cpu_s / seconds,
-                   other_cpu=other_s / seconds)
-
-
-def median_sample(samples: list[Sample]) -> Sample:
-    """Each metric's median over the runs."""
-    return Sample(**{item.name: statistics.median(getattr(sample, item.name) for sample in samples)
-                     for item in fields(Sample)})
-
-
-@dataclass
-class Point:
-    server: str
-    server_title: str
-    workload: str
-    workload_title: str
-    concurrency: int
-    images_per_request: int
-    runs: list[Sample] = field(default_factory=list)
-    vs_naive: float | None = None
-    vs_limit: float | None = None
-
-    @property
-    def median(self) -> Sample:
-        return median_sample(self.runs)
-
-
-@dataclass(frozen=True)
-class Target:
-    title: str
-    measured: str
-    required: str
-    met: bool | None  # None: a point the target needs was not measured
-
-
-@dataclass
-class Results:
-    date: str
-    machine: dict[str, object]
-    settings: dict[str, object]
-    limit_runs: dict[int, list[dict[str, float]]]  # in-process images/s: batch size -> runs -> session config
-    points: list[Point]
-    targets: list[Target] = field(default_factory=list)
-
-    @property
-    def limit_by_config(self) -> dict[int, dict[str, float]]:
-        """Each session configuration's median images/s, by batch size."""
-        return {batch: {name: statistics.median(run[name] for run in runs) for name in runs[0]}
-                for batch, runs in self.limit_runs.items() if runs}
-
-    @property
-    def limit(self) -> dict[int, float]:
-        """The limit at each batch size: the best configuration's median images/s."""
-        return {batch: max(by_config.values()) for batch, by_config in self.limit_by_config.items()}
-
-    def find(self, server: str, workload: str, concurrency: int) -> Point | None:
-        return next((point for point in self.points if (point.server, point.workload, point.concurrency)
-                     == (server, workload, concurrency)), None)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "date": self.date, "machine": self.machine, "settings": self.settings,
-            "limit_images_per_s": {str(batch): value for batch, value in self.limit.items()},
-            "limit_by_config": {str(batch): values for batch, values in self.limit_by_config.items()},
-            "limit_runs": {str(batch): runs for batch, runs in self.limit_runs.items()},
-            "points": [{**{key: value for key, value in asdict(point).items() if key != "runs"},
-                        "median": asdict(point.median), "runs": [asdict(run) for run in point.runs]}
-                       for point in self.points],
-            "targets": [asdict(target) for target in self.targets],
-        }
-
-
-def results_from_json(document: dict) -> Results:
-    """A saved run back into Results (`Results.to_json`'s inverse), to render it again."""
-    points = [Point(**{key: value for key, value in point.items() if key not in ("median", "runs")},
-                    runs=[Sample(**run) for run in point["runs"]]) for point in document["points"]]
-    return Results(date=document["date"], machine=document["machine"], settings=document["settings"],
-                   limit_runs={int(batch): runs for batch, runs in document["limit_runs"].items()}, points=points,
-                   targets=[Target(**target) for target in document["targets"]])
 
 
 def limit_for(limit: dict[int, float], images_per_request: int) -> float | None:
@@ -186,10 +87,6 @@ def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}×"
 
 
-def _met(met: bool | None) -> str:
-    return {True: "yes", False: "**no**", None: "not measured"}[met]
-
-
 def _background_load(results: Results) -> list[str]:
     """A line on the CPU that other processes took while the points ran, when they took a noticeable share."""
     others = [sample.other_cpu for point in results.points for sample in point.runs]
@@ -224,6 +121,7 @@ def render_markdown(results: Results) -> str:
         "",
         *_limit_table(results),
         "",
+        *render_anchor_section(results),
         "| server | request | conc. | req/s | images/s | p50 ms | p95 ms | p99 ms | errors | server CPU | client CPU "
         "| other CPU | × naive | × in-process |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -243,7 +141,7 @@ def render_markdown(results: Results) -> str:
         "",
         "| target (service, batching on) | measured | required | met |",
         "|---|---|---|---|",
-        *(f"| {target.title} | {target.measured} | {target.required} | {_met(target.met)} |"
+        *(f"| {target.title} | {target.measured} | {target.required} | {met_text(target.met)} |"
           for target in results.targets),
     ]
     return "\n".join(lines) + "\n"

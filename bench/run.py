@@ -1,9 +1,12 @@
-"""`mnist-serve bench`: the service against the naive server and in-process ONNX Runtime.
+"""`mnist-serve bench`: the service against the naive server, in-process ONNX Runtime and, with
+`--anchors`, MLServer, KServe's model server and Triton (bench/anchors/).
 
-The naive server and the service with batching off and on each run as a real process
-on a loopback port. Every run then measures, one after the other: in-process ONNX
-Runtime images/s at batch 1, 64 and 256, and every (server, request, concurrency)
-point under load from a separate process (wrk, else bench/async_client). Runs are
+The naive server, the service with batching off and on, and each anchor whose environment is
+built run as real processes on loopback ports; each must answer as in-process ONNX Runtime does
+before it is measured (an anchor that does not is skipped, with the reason in the report). Every
+run then measures, one after the other: in-process ONNX Runtime images/s at batch 1, 64 and 256,
+and every (server, request, concurrency) point of bench/matrix.py under load from a separate
+process (wrk, else bench/async_client). Runs are
 repeated `--runs` times so that a slow spell on a shared machine hits all servers
 alike, and each metric's median is reported. Results go to `--out` as JSON and
 markdown; a full run (not `--quick`) also rewrites the generated block of
@@ -28,9 +31,13 @@ import numpy as np
 import onnxruntime as ort
 
 from bench import inprocess, servers
+from bench.anchor_report import evaluate_anchor_targets
+from bench.anchors.setup import ANCHORS_ROOT
+from bench.anchors.specs import Environment, anchor_spec, find_environment
 from bench.cpu import cpu_model, machine_cpu_times
 from bench.load import default_tool, run_load, tool_version, write_body
-from bench.payloads import Workload, naive_json, sample_images, service_workloads
+from bench.matrix import ALL_REQUESTS, SERVICE_SERVERS, requests_for
+from bench.payloads import Workload, all_workloads, sample_images, v2_json
 from bench.report import Point, Results, Sample, add_ratios, evaluate_targets, render_markdown, update_document
 from service.config import available_cpus
 
@@ -38,10 +45,11 @@ logger = logging.getLogger("bench")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = REPO_ROOT / "docs" / "benchmark.md"
-ALL_SERVERS = ("naive", "batching-off", "batching-on")
-ALL_WORKLOADS = ("v1-json", "v2-json", "v2-binary", "v2-binary-256")
+ALL_SERVERS = SERVICE_SERVERS
+ALL_WORKLOADS = ALL_REQUESTS
 LIMIT_BATCHES = (1, 64, 256)
-PROBABILITY_TOLERANCE = 1e-3
+PROBABILITY_TOLERANCE = 1e-4  # against in-process ONNX Runtime's probabilities, image by image
+CHECK_IMAGES = 8  # a V2 server also answers one request with this many images before any load
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,9 @@ class BenchPlan:
     runs: int = 3
     concurrencies: tuple[int, ...] = (1, 16, 64)
     servers: tuple[str, ...] = ALL_SERVERS
-    workloads: tuple[str, ...] = ALL_WORKLOADS  # the service's; the naive server has only its /predict
+    workloads: tuple[str, ...] = ALL_WORKLOADS  # a filter on bench/matrix.py; the naive server keeps its /predict
+    anchors: tuple[str, ...] = ()
+    anchors_root: Path = ANCHORS_ROOT
     limit_batches: tuple[int, ...] = LIMIT_BATCHES
     load_tool: str = field(default_factory=default_tool)
     warmup_s: float = 1.0
@@ -63,7 +73,8 @@ class BenchPlan:
     def from_args(cls, args: argparse.Namespace) -> "BenchPlan":
         plan = cls(model=args.model, models_dir=Path(args.models_dir), out_dir=Path(args.out),
                    duration=args.duration, runs=args.runs,
-                   concurrencies=tuple(int(value) for value in str(args.concurrency).split(",") if value.strip()))
+                   concurrencies=tuple(int(value) for value in str(args.concurrency).split(",") if value.strip()),
+                   anchors=tuple(getattr(args, "anchors", None) or ()))
         if args.quick:
             plan = replace(plan, duration=min(plan.duration, 1.0), runs=1, warmup_s=0.5, document=None)
         return plan
@@ -94,19 +105,37 @@ def measure_limit(plan: BenchPlan) -> dict[int, dict[str, float]]:
     return inprocess.measure(plan.model_path, list(plan.limit_batches), min(plan.duration, 2.0))
 
 
-def check_answers(server: servers.RunningServer, workload: Workload, expected_labels: np.ndarray) -> None:
-    """One request before any load: 200, probabilities that sum to 1, the labels ONNX Runtime gives."""
+def check_answers(server: servers.RunningServer, workload: Workload, reference: np.ndarray) -> None:
+    """One request: 200, and the probabilities in-process ONNX Runtime gives the same images
+    (`reference`: [n, 10] for the first n images), label by label and within PROBABILITY_TOLERANCE."""
     status, body, headers = servers.post(server.url + workload.path, workload.body, workload.content_type,
                                          workload.headers)
     if status != 200:
         raise RuntimeError(f"{server.spec.title} answered {workload.name} with {status}: {body[:500]!r}")
-    probabilities = workload.decode(body, headers)
-    if not np.allclose(probabilities.sum(axis=1), 1.0, atol=PROBABILITY_TOLERANCE):
-        raise RuntimeError(f"{server.spec.title}: {workload.name} probabilities do not sum to 1")
-    labels = probabilities.argmax(axis=1)
-    if not np.array_equal(labels, expected_labels[: workload.images]):
+    try:
+        probabilities = workload.decode(body, headers)
+    except (ValueError, KeyError, TypeError, StopIteration) as error:
+        raise RuntimeError(f"{server.spec.title}: {workload.name} answer cannot be read ({error!r}): "
+                           f"{body[:300]!r}") from error
+    expected = reference[: workload.images]
+    labels, expected_labels = probabilities.argmax(axis=1), expected.argmax(axis=1)
+    if not np.array_equal(labels, expected_labels):
         raise RuntimeError(f"{server.spec.title}: {workload.name} labels {labels[:10]} differ from in-process "
                            f"ONNX Runtime's {expected_labels[:10]}")
+    worst = float(np.abs(probabilities - expected).max())
+    if worst > PROBABILITY_TOLERANCE:
+        raise RuntimeError(f"{server.spec.title}: {workload.name} probabilities differ from in-process ONNX "
+                           f"Runtime's by up to {worst:.2g} (tolerance {PROBABILITY_TOLERANCE:g})")
+
+
+def verify_server(server: servers.RunningServer, workloads: list[Workload], images: np.ndarray,
+                  reference: np.ndarray, model: str) -> None:
+    """Every request the server will be sent, and for a V2 server one more with CHECK_IMAGES other images."""
+    for workload in workloads:
+        check_answers(server, workload, reference)
+    if any(workload.path.startswith("/v2/") for workload in workloads):
+        check = v2_json(images[CHECK_IMAGES: 2 * CHECK_IMAGES], model)
+        check_answers(server, check, reference[CHECK_IMAGES: 2 * CHECK_IMAGES])
 
 
 def settle(started: dict[str, servers.RunningServer]) -> None:
@@ -127,33 +156,80 @@ def measure_point(server: servers.RunningServer, workload: Workload, body_file: 
     return Sample.from_load(load, workload.images, server_cpu_s, machine_busy_s)
 
 
+@dataclass
+class Started:
+    servers: dict[str, servers.RunningServer] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # anchor -> one line: why, and how to build it
+
+
+def start_anchor(plan: BenchPlan, environment: Environment, log_dir: Path) -> servers.RunningServer:
+    """The anchor runs in its own folder (for its configuration files), so every path it gets is absolute."""
+    spec = anchor_spec(environment, plan.model, plan.model_path.resolve(), servers.free_port(),
+                       (log_dir / environment.anchor).resolve())
+    return servers.start(spec, log_dir)
+
+
+def last_line(text: str) -> str:
+    return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+
+
 @contextmanager
-def running_servers(plan: BenchPlan, log_dir: Path) -> Iterator[dict[str, servers.RunningServer]]:
+def running_servers(plan: BenchPlan, log_dir: Path) -> Iterator[Started]:
+    """The plan's servers, then its anchors; an anchor that is not built or does not start is skipped."""
     with ExitStack() as stack:
-        started: dict[str, servers.RunningServer] = {}
+        started = Started()
         for name in plan.servers:
             server = servers.start(plan.server_spec(name, servers.free_port()), log_dir)
             stack.callback(server.stop)
-            started[name] = server
+            started.servers[name] = server
+            logger.info("%s on %s (pid %d)", server.spec.title, server.url, server.pid)
+        for anchor in plan.anchors:
+            environment = find_environment(anchor, plan.anchors_root)
+            if isinstance(environment, str):
+                started.skipped[anchor] = environment
+                logger.warning("%s", environment)
+                continue
+            try:
+                server = start_anchor(plan, environment, log_dir)
+            except RuntimeError as error:
+                started.skipped[anchor] = f"{anchor}: skipped, it did not start ({last_line(str(error))}); " \
+                                          f"its log: {log_dir / anchor}.log"
+                logger.warning("%s\n%s", started.skipped[anchor], error)
+                continue
+            stack.callback(server.stop)
+            started.servers[anchor] = server
             logger.info("%s on %s (pid %d)", server.spec.title, server.url, server.pid)
         yield started
 
 
 def workloads_by_server(plan: BenchPlan, images: np.ndarray) -> dict[str, list[Workload]]:
-    """The naive server gets its /predict only; the service gets the plan's requests."""
-    by_name = {workload.name: workload for workload in service_workloads(images, plan.model)}
-    return {name: [naive_json(images[0])] if name == "naive" else [by_name[key] for key in plan.workloads]
-            for name in plan.servers}
+    """Each server's requests (bench/matrix.py), limited to the plan's `workloads`."""
+    by_name = all_workloads(images, plan.model)
+    return {name: [by_name[key] for key in requests_for(name, plan.workloads)]
+            for name in (*plan.servers, *plan.anchors)}
+
+
+def verify_servers(started: Started, workloads: dict[str, list[Workload]], images: np.ndarray,
+                   reference: np.ndarray, plan: BenchPlan) -> None:
+    """Each server must answer as in-process ONNX Runtime does; an anchor that does not is stopped and skipped."""
+    for name, server in list(started.servers.items()):
+        try:
+            verify_server(server, workloads[name], images, reference, plan.model)
+        except RuntimeError as error:
+            if name not in plan.anchors:
+                raise
+            server.stop()
+            del started.servers[name]
+            started.skipped[name] = f"{name}: skipped, it answered wrong: {error}"
+            logger.warning("%s", started.skipped[name])
 
 
 def prepare_points(started: dict[str, servers.RunningServer], workloads: dict[str, list[Workload]],
-                   body_files: dict[str, Path], expected_labels: np.ndarray,
-                   plan: BenchPlan) -> dict[tuple[str, str, int], tuple[Workload, Point]]:
-    """Check each server's answers and warm each request up once; one empty Point per measurement."""
+                   body_files: dict[str, Path], plan: BenchPlan) -> dict[tuple[str, str, int], tuple[Workload, Point]]:
+    """Warm each request up once; one empty Point per measurement."""
     points: dict[tuple[str, str, int], tuple[Workload, Point]] = {}
     for name, server in started.items():
         for workload in workloads[name]:
-            check_answers(server, workload, expected_labels)
             run_load(plan.load_tool, server.url, workload, body_files[workload.name], max(plan.concurrencies),
                      plan.warmup_s)
             settle(started)
@@ -187,20 +263,24 @@ def run_benchmark(plan: BenchPlan, images: np.ndarray | None = None) -> Results:
     """`images`: uint8 digits [n >= 256, 28, 28] for the bodies; default the MNIST test set's."""
     stamp = dt.datetime.now().astimezone()
     images = sample_images() if images is None else images
-    expected_labels = inprocess.predict_labels(plan.model_path, images)
+    reference = inprocess.predict_probabilities(plan.model_path, images)
     workloads = workloads_by_server(plan, images)
     body_files = {workload.name: write_body(workload, plan.out_dir / "bodies")
                   for group in workloads.values() for workload in group}
     with running_servers(plan, plan.out_dir / f"logs-{stamp:%Y%m%d-%H%M%S}") as started:
-        points = prepare_points(started, workloads, body_files, expected_labels, plan)
-        limit_runs = measure_runs(started, points, body_files, plan)
+        verify_servers(started, workloads, images, reference, plan)
+        points = prepare_points(started.servers, workloads, body_files, plan)
+        limit_runs = measure_runs(started.servers, points, body_files, plan)
+        titles = {name: server.spec.title for name, server in started.servers.items()}
 
     settings = {"model": plan.model, "model_path": str(plan.model_path), "duration_s": plan.duration,
-                "runs": plan.runs, "concurrency": list(plan.concurrencies), "load_tool": tool_version(plan.load_tool)}
+                "runs": plan.runs, "concurrency": list(plan.concurrencies), "load_tool": tool_version(plan.load_tool),
+                "servers": titles, "skipped": started.skipped}
     results = Results(date=f"{stamp:%Y-%m-%d %H:%M %Z}", machine=machine_description(), settings=settings,
                       limit_runs=limit_runs, points=[point for _, point in points.values()])
     add_ratios(results)
     results.targets = evaluate_targets(results)
+    results.anchor_targets = evaluate_anchor_targets(results)
     return results
 
 

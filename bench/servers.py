@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.cpu import process_tree_cpu_seconds
+from bench.cpu import process_tree_cpu_seconds, process_tree_pids
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -21,12 +21,13 @@ HOST = "127.0.0.1"
 
 @dataclass(frozen=True)
 class ServerSpec:
-    name: str  # key in results: naive, batching-off, batching-on
+    name: str  # key in results: naive, batching-off, batching-on, an anchor's
     title: str
     port: int
     argv: list[str]
     env: dict[str, str]
     ready_path: str
+    cwd: Path = REPO_ROOT
 
 
 @dataclass
@@ -60,6 +61,9 @@ class RunningServer:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; then any descendant still alive (the tritonserver that
+        PyTriton starts, MLServer's inference workers) gets SIGKILL too."""
+        descendants = process_tree_pids(self.pid)[1:]
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -67,6 +71,11 @@ class RunningServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        for pid in descendants:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def free_port() -> int:
@@ -105,7 +114,7 @@ def start(spec: ServerSpec, log_dir: Path, ready_timeout: float = 120.0) -> Runn
     log_path = log_dir / f"{spec.name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
     with log_path.open("wb") as log:
-        process = subprocess.Popen(spec.argv, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT)
     server = RunningServer(spec, f"http://{HOST}:{spec.port}", process, log_path)
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

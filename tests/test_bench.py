@@ -199,10 +199,16 @@ def test_update_document_replaces_only_the_generated_block(tmp_path: Path) -> No
 
 
 def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, images: np.ndarray) -> None:
+    """With an anchor asked for but not built: it is skipped with one line, and the rest is measured."""
     plan = BenchPlan(model=MODEL, models_dir=MODELS_DIR, out_dir=tmp_path, duration=1.0, runs=1, concurrencies=(2,),
                      servers=("naive", "batching-on"), workloads=("v1-json", "v2-binary-256"), limit_batches=(1, 256),
-                     warmup_s=0.5, document=tmp_path / "benchmark.md")
+                     warmup_s=0.5, document=tmp_path / "benchmark.md", anchors=("triton",),
+                     anchors_root=tmp_path / "anchors")
     results = run_benchmark(plan, images)
+    assert list(results.settings["skipped"]) == ["triton"]
+    assert results.settings["skipped"]["triton"].startswith(
+        f"triton: skipped, no environment in {tmp_path / 'anchors' / 'pytriton'}")
+    assert results.anchor_targets == []
     assert [(point.server, point.workload) for point in results.points] == [
         ("naive", "naive-json"), ("batching-on", "v1-json"), ("batching-on", "v2-binary-256")]
     for point in results.points:
@@ -220,3 +226,4 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
     assert saved["points"][2]["median"]["images_per_s"] == pytest.approx(
         256 * saved["points"][2]["median"]["requests_per_s"])
     assert markdown_path.read_text() in (tmp_path / "benchmark.md").read_text()
+    assert f"- {results.settings['skipped']['triton']}" in markdown_path.read_text()
