@@ -1,6 +1,8 @@
-"""The benchmark's anchors without installing them (CI cannot afford their environments: see
-docs/benchmark.md): the skip path, their start-up commands, the check of an anchor's answers against
-a real loopback server that answers right or wrong, the anchors' table and issue 18's targets."""
+"""The benchmark's anchors. CI cannot afford building their environments (1.3 GiB, minutes: see
+docs/benchmark.md), so most tests need none: the skip path, their start-up commands, the check of an
+anchor's answers against a real loopback server that answers right or wrong, the anchors' table and
+issue 18's targets. Where `mnist-serve bench --setup-anchors` has built them, each real anchor is
+also started and checked against in-process ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from bench.anchors.specs import Environment, anchor_spec, find_environment
 from bench.matrix import ANCHORS, REQUESTS_BY_SERVER, parse_anchors, requests_for
 from bench.payloads import all_workloads, v2_json
 from bench.report import Point, Results, Sample, add_ratios, render_markdown, results_from_json
-from bench.run import BenchPlan, Started, check_answers, verify_servers
+from bench.run import BenchPlan, Started, check_answers, verify_server, verify_servers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODEL = "cnn-pytorch"
@@ -172,6 +174,23 @@ def test_a_wrong_anchor_is_stopped_and_skipped_but_a_wrong_service_stops_the_run
     finally:
         honest.stop()
         liar.stop()
+
+
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_a_built_anchor_answers_every_request_as_in_process_onnx_runtime(
+        anchor: str, model_path: Path, images: np.ndarray, reference: np.ndarray, tmp_path: Path) -> None:
+    """The real server, where `mnist-serve bench --setup-anchors` has built it (CI does not: too big)."""
+    environment = find_environment(anchor)
+    if isinstance(environment, str):
+        pytest.skip(environment)
+    server = servers.start(anchor_spec(environment, MODEL, model_path, servers.free_port(), tmp_path / anchor),
+                           tmp_path)
+    try:
+        workloads = [all_workloads(images, MODEL)[name] for name in REQUESTS_BY_SERVER[anchor]]
+        verify_server(server, workloads, images, reference, MODEL)
+    finally:
+        server.stop()
+    assert server.process.poll() is not None
 
 
 # --- the table and the targets -------------------------------------------------------------------------
