@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else:  # Windows, or an app run off the main thread (tests): reload through the admin API
             log.warning("SIGHUP reload is not available here; use POST /v2/repository/models/{name}/load")
         yield
-        finished = await registry.close(settings.shutdown_grace_s)
+        finished = await registry.close(registry.grace_left(settings.shutdown_grace_s))
         log.info("shutdown: %s", "every queued request answered" if finished else "grace period ran out")
 
     # Swagger UI (/docs) from assets shipped in the fastapi-offline wheel, not a CDN. No /redoc: ReDoc's

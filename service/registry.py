@@ -91,12 +91,9 @@ def build_version(name: str, version: int, path: Path, settings: Settings, metri
     except Exception as exc:
         raise ModelLoadError(f"{name}/{version}: ONNX Runtime refused it: {exc}") from exc
     warm_up(runtime, validated.outputs, settings.max_batch_size)
-    config = BatchingConfig(
-        max_batch_size=settings.max_batch_size, max_queue_delay_s=settings.max_queue_delay_ms / 1000,
-        max_queue_size=settings.max_queue_size, instances=settings.instances, timeout_s=settings.request_timeout_s,
-    )
     label = f"{name}:{version}"
-    batcher = DynamicBatcher(runtime.run, config, name=label, observer=metrics.observer(label))
+    batcher = DynamicBatcher(runtime.run, BatchingConfig.from_settings(settings), name=label,
+                             observer=metrics.observer(label), release_memory=runtime.release_memory)
     return ModelVersion(
         name=name, version=version, path=path, file_sha256=hashlib.sha256(raw).hexdigest(), file_stamp=stamp,
         validated=validated, runtime=runtime, weights=layer_weights(model, validated.metadata), batcher=batcher,
@@ -117,6 +114,7 @@ class ModelRegistry:
         self.failures: dict[str, str] = {}
         self.loaded = False
         self.draining = False
+        self._draining_since: float | None = None
         self._lock = asyncio.Lock()
         self._retired: set[asyncio.Task] = set()
 
@@ -258,9 +256,24 @@ class ModelRegistry:
             self.metrics.model_info.labels(mv.name, str(mv.version), mv.runtime.provider, mv.metadata.framework,
                                            mv.metadata.architecture).set(1)
 
+    def begin_draining(self) -> bool:
+        """Not ready from now on (a shutdown signal arrived); True the first time."""
+        first = not self.draining
+        self.draining = True
+        if self._draining_since is None:
+            self._draining_since = time.monotonic()
+        return first
+
+    def grace_left(self, grace_s: float) -> float:
+        """What is left of a shutdown grace period that started when draining began: one
+        deadline for the server's stop and the batchers' drain together, not one each."""
+        if self._draining_since is None:
+            return grace_s
+        return max(0.0, grace_s - (time.monotonic() - self._draining_since))
+
     async def close(self, timeout: float) -> bool:
         """Finish everything queued and running, within `timeout` seconds in all."""
-        self.draining = True
+        self.begin_draining()
         batchers = [mv.batcher for mv in self.all_versions()]
         results = await asyncio.gather(*(b.drain(timeout) for b in batchers), *self._retired, return_exceptions=True)
         return all(result is True or result is None for result in results)
