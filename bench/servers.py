@@ -93,7 +93,8 @@ def naive_spec(model_path: Path, port: int) -> ServerSpec:
 def service_spec(models_dir: Path, port: int, default_model: str, batching: bool) -> ServerSpec:
     """`mnist-serve serve` on the CPU; batching off means a batch of at most one request."""
     env = {"MNIST_SERVE_HOST": HOST, "MNIST_SERVE_PORT": str(port), "MNIST_SERVE_MODELS_DIR": str(models_dir),
-           "MNIST_SERVE_DEVICE": "cpu", "MNIST_SERVE_DEFAULT_MODEL": default_model}
+           "MNIST_SERVE_DEVICE": "cpu", "MNIST_SERVE_DEFAULT_MODEL": default_model,
+           "MNIST_SERVE_GRPC_PORT": str(free_port())}  # two services side by side: not both on 8001
     if not batching:
         env["MNIST_SERVE_MAX_BATCH_SIZE"] = "1"
     name, title = ("batching-on", "service, batching on") if batching else ("batching-off", "service, batching off")

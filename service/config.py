@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # server
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0: every interface)")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port: the Open Inference Protocol, as Triton's 8001")
+    grpc_enabled: bool = Field(True, description="serve the Open Inference Protocol over gRPC on grpc_port as well as HTTP")
     models_dir: Path = Field(REPO_MODELS_DIR, description="model repository: <name>/<version>/model.onnx")
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="execution provider: cuda refuses to start without a working GPU; auto takes it when it loads")

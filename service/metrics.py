@@ -17,10 +17,12 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("mnist_serve_requests", "HTTP requests by model, endpoint and status",
-                                ["model", "endpoint", "status"], registry=r)
-        self.request_latency = Histogram("mnist_serve_request_duration_seconds", "HTTP request latency, end to end",
-                                         ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        # protocol: http or grpc; endpoint: the route template or the gRPC method; status: the HTTP
+        # status or the gRPC status code's name (OK, INVALID_ARGUMENT, ...)
+        self.requests = Counter("mnist_serve_requests", "requests by protocol, model, endpoint and status",
+                                ["protocol", "model", "endpoint", "status"], registry=r)
+        self.request_latency = Histogram("mnist_serve_request_duration_seconds", "request latency, end to end",
+                                         ["protocol", "model", "endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_time = Histogram("mnist_serve_queue_duration_seconds", "time a request waited in the batcher",
                                     ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.compute_time = Histogram("mnist_serve_compute_duration_seconds", "ONNX Runtime time per batch",

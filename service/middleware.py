@@ -107,8 +107,8 @@ class ServiceMiddleware:
         key = (request.model, endpoint, status)
         children = self._children.get(key)
         if children is None:
-            children = (self.metrics.requests.labels(request.model, endpoint, str(status)),
-                        self.metrics.request_latency.labels(request.model, endpoint))
+            children = (self.metrics.requests.labels(request.protocol, request.model, endpoint, str(status)),
+                        self.metrics.request_latency.labels(request.protocol, request.model, endpoint))
             self._children[key] = children
         children[0].inc()
         children[1].observe(elapsed)

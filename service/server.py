@@ -8,12 +8,14 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
 from service.config import Settings
 from service.errors import ProviderError
+from service.grpc.frontend import GrpcFrontEnd, GrpcStartError
 from service.logs import configure_logging
 from service.main import create_app
 from service.registry import ModelRegistry
@@ -36,9 +38,10 @@ class DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT: report not-ready at once, then let uvicorn stop accepting and finish
     in-flight requests; the app's lifespan then drains the batchers."""
 
-    def __init__(self, config: uvicorn.Config, registry: ModelRegistry) -> None:
+    def __init__(self, config: uvicorn.Config, registry: ModelRegistry, on_drain: Callable[[], None]) -> None:
         super().__init__(config)
         self._registry = registry
+        self._on_drain = on_drain  # the gRPC front end stops taking calls too
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = not self._registry.draining
@@ -49,6 +52,7 @@ class DrainingServer(uvicorn.Server):
             # killed by SIGTERM (-15); a graceful drain is a clean exit, status 0.
             self._captured_signals = [captured for captured in self._captured_signals if captured != signal.SIGTERM]
         if first:
+            self._on_drain()
             log.info("%s received: not ready, draining (grace period %gs)", signal.Signals(sig).name,
                      self.config.timeout_graceful_shutdown or 0)
 
@@ -99,17 +103,20 @@ def run_server(settings: Settings) -> int:
         # seconds, float accepted; int(grace) or None turned a grace under 1 s into waiting for ever
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
     )
-    server = DrainingServer(config, registry)
+    grpc_front = GrpcFrontEnd.for_app(app, settings)
+    server = DrainingServer(config, registry, grpc_front.drain)
 
     async def serve() -> int:
         try:
             await load_models(registry, settings)
             sock = bind(settings)
-        except StartupRefused as exc:
+            await grpc_front.start()
+        except (StartupRefused, GrpcStartError) as exc:
             return refuse(str(exc))
         log.info("serving %s on http://%s:%d (device %s, %d threads per session)", settings.models_dir,
                  settings.host, settings.port, settings.device, settings.intra_op_threads)
         await server.serve(sockets=[sock])
+        await grpc_front.stop()
         return 0 if server.started else 1
 
     return uvicorn.server.asyncio_run(serve(), loop_factory=config.get_loop_factory())

@@ -105,6 +105,7 @@ def start_server(tmp_dir: Path, env_overrides: dict[str, str] | None = None, rea
     """`mnist-serve serve` in a subprocess on a free loopback port; waits until /readyz answers 200."""
     port = free_port()
     env = {**os.environ, "MNIST_SERVE_HOST": "127.0.0.1", "MNIST_SERVE_PORT": str(port),
+           "MNIST_SERVE_GRPC_PORT": str(free_port()),  # servers run side by side: never the default 8001
            "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR), "MNIST_SERVE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
     env.update(env_overrides or {})
     tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -237,8 +237,8 @@ def test_metrics_count_requests_and_batches(client: httpx.Client) -> None:
     client.post("/v2/models/lenet-pytorch/infer", json={"inputs": [
         {"name": "image", "datatype": "UINT8", "shape": [1, 1, 28, 28], "data": [0] * 784}]})
     text = client.get("/metrics").text
-    assert 'mnist_serve_requests_total{endpoint="/v2/models/{name}/infer",model="lenet-pytorch",status="200"}' in text
-    assert 'mnist_serve_requests_total{endpoint="/v1/models/{name}/predict",model="lenet-pytorch",status="200"}' in text
+    assert 'mnist_serve_requests_total{endpoint="/v2/models/{name}/infer",model="lenet-pytorch",protocol="http",status="200"}' in text
+    assert 'mnist_serve_requests_total{endpoint="/v1/models/{name}/predict",model="lenet-pytorch",protocol="http",status="200"}' in text
     assert 'mnist_serve_batch_size_count{model="lenet-pytorch:1"}' in text
     assert 'mnist_serve_model_info{architecture="cnn",framework="pytorch",model="cnn-pytorch",provider="CPUExecutionProvider",version="1"} 1.0' in text
 
