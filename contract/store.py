@@ -59,6 +59,17 @@ def scan(root: Path, only: str | None = None) -> dict[str, dict[int, Path]]:
     return found
 
 
+def scan_single(model_dir: Path, name: str, only: str | None = None) -> dict[str, dict[int, Path]]:
+    """`model_dir` as the one model `name`: its `<version>/model.onnx` files, or a bare `model.onnx`
+    as version 1 (how KServe's storage initializer lays out /mnt/models for one model)."""
+    if only and only != name:
+        return {}
+    versions = versions_of(model_dir)
+    if not versions and (model_dir / MODEL_FILE).is_file():
+        versions = {1: model_dir / MODEL_FILE}
+    return {name: versions} if versions else {}
+
+
 def next_version(root: Path, name: str) -> int:
     """One past the highest version directory of `name` (with or without a model file in it)."""
     model_dir = root / name

@@ -51,3 +51,17 @@ def test_locate_takes_the_highest_version_or_a_file(tmp_path: Path) -> None:
     assert store.locate(loose) == ("candidate", None, loose)
     with pytest.raises(FileNotFoundError):
         store.locate(tmp_path / "missing")
+
+
+def test_one_models_directory_as_kserve_lays_it_out(tmp_path: Path) -> None:
+    """KServe's storage initializer puts one model's files straight into /mnt/models."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / store.MODEL_FILE).write_bytes(b"x")
+    assert store.scan_single(bare, "digits") == {"digits": {1: bare / store.MODEL_FILE}}
+    versioned = tmp_path / "versioned"
+    for version in (1, 2):
+        store.write_atomic(versioned / str(version) / store.MODEL_FILE, b"x")
+    assert sorted(store.scan_single(versioned, "digits")["digits"]) == [1, 2]
+    assert store.scan_single(versioned, "digits", only="other") == {}
+    assert store.scan_single(tmp_path / "empty", "digits") == {}
