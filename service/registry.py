@@ -120,6 +120,8 @@ class ModelRegistry:
 
     # ---- discovery -------------------------------------------------------------------------
     def scan(self, only: str | None = None) -> dict[str, dict[int, Path]]:
+        if self.settings.model_name:
+            return store.scan_single(self.settings.models_dir, self.settings.model_name, only)
         return store.scan(self.settings.models_dir, only)
 
     # ---- lookup ----------------------------------------------------------------------------
