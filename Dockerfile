@@ -53,7 +53,8 @@ ENV MNIST_SERVE_HOST=0.0.0.0 \
     MNIST_SERVE_MODELS_DIR=/models
 COPY --chown=10001:10001 models/ /models/
 WORKDIR /home/app
-EXPOSE 8000
+# HTTP, and the Open Inference Protocol over gRPC (grpc_port)
+EXPOSE 8000 8001
 CMD ["mnist-serve", "serve"]
 
 # ---------------------------------------------------------------- CPU serving

@@ -190,7 +190,8 @@ def test_services_profiles_and_volumes() -> None:
 
 def test_ports_are_published_on_loopback_unless_told(variant: str) -> None:
     published = {name: service.get("ports", []) for name, service in config_of(variant)["services"].items()}
-    assert [(p["host_ip"], p["published"], p["target"]) for p in published["mnist-serve"]] == [("127.0.0.1", "8000", 8000)]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in published["mnist-serve"]] == [
+        ("127.0.0.1", "8000", 8000), ("127.0.0.1", "8001", 8001)]
     assert [(p["host_ip"], p["published"], p["target"]) for p in published["lb"]] == [
         ("127.0.0.1", "8080", 8080), ("127.0.0.1", "8081", 8001)]
     assert not published[POOL] and not published["train"]
