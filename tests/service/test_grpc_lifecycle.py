@@ -1,10 +1,12 @@
-"""SIGTERM drains gRPC as it drains HTTP: calls in flight when the signal arrives are answered in
-full, new calls are refused (UNAVAILABLE), and the process exits 0."""
+"""The gRPC server's life with the HTTP one: a gRPC port in use refuses the start in one line,
+grpc_enabled=false serves HTTP alone, and SIGTERM drains gRPC as it drains HTTP: calls in flight
+when the signal arrives are answered in full, new calls are refused (UNAVAILABLE), exit 0."""
 
 from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +16,8 @@ import httpx
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.service.servers import MODEL_NAME, start_private_server
+from tests.conftest import free_port, start_server
+from tests.service.servers import LEAN_SERVER, MODEL_NAME, place_model, start_private_server
 
 CALLS = 6
 IMAGES = 256
@@ -61,3 +64,27 @@ def test_sigterm_finishes_calls_in_flight_and_refuses_new_ones(tmp_path: Path,
     for answer in answers:
         assert answer.raw_output_contents[0] == expected.raw_output_contents[0]
     assert "gRPC stopped" in server.log()
+
+
+
+def test_a_grpc_port_in_use_refuses_the_start(tmp_path: Path) -> None:
+    place_model(tmp_path / "models", 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = start_server(tmp_path, {**LEAN_SERVER, "MNIST_SERVE_MODELS_DIR": str(tmp_path / "models"),
+                                         "MNIST_SERVE_GRPC_PORT": str(port)}, wait_ready=False)
+        assert server.process.wait(90) == 2
+    assert f"refusing to start: cannot bind 127.0.0.1:{port} for gRPC (grpc_port)" in server.log()
+
+
+def test_grpc_can_be_turned_off(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_private_server(tmp_path, {"MNIST_SERVE_GRPC_ENABLED": "false", "MNIST_SERVE_GRPC_PORT": str(port)})
+    try:
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there
+        assert httpx.get(server.url + "/v2/health/ready", timeout=10).status_code == 200
+    finally:
+        server.stop()
