@@ -115,6 +115,20 @@ def test_setup_refuses_an_unknown_anchor() -> None:
     assert "unknown anchor(s) torchserve" in completed.stderr
 
 
+def test_a_failed_build_leaves_no_marker_so_the_anchor_stays_skipped(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    requirements = tmp_path / "requirements"
+    requirements.mkdir()
+    (requirements / "kserve.txt").write_text(f"{tmp_path / 'no-such-package-1.0-py3-none-any.whl'}\n")
+    monkeypatch.setattr(setup, "REQUIREMENTS_DIR", requirements)
+    assert setup.setup(["kserve"], setup.default_base_python(), tmp_path / "anchors") == 1
+    assert "kserve: build failed" in capsys.readouterr().err
+    assert (tmp_path / "anchors" / "kserve" / "bin" / "python").exists()
+    assert setup.read_marker("kserve", tmp_path / "anchors") is None
+    assert "skipped, no environment" in str(find_environment("kserve", tmp_path / "anchors"))
+
+
 def test_one_place_lists_what_each_server_is_sent(images: np.ndarray) -> None:
     known = all_workloads(images, MODEL)
     assert set(REQUESTS_BY_SERVER) >= set(ANCHORS)

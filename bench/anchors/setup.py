@@ -79,7 +79,7 @@ def build(anchor: str, base_python: str, root: Path = ANCHORS_ROOT, force: bool 
         return marker
     if directory.exists():
         shutil.rmtree(directory)
-    print(f"{anchor}: building {directory} from {requirements_file(anchor).relative_to(REPO_ROOT)}", flush=True)
+    print(f"{anchor}: building {directory} from {requirements_file(anchor)}", flush=True)
     started = time.monotonic()
     subprocess.run([base_python, "-m", "venv", str(directory)], check=True)
     python = str(venv_python(directory))
@@ -111,16 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.anchors) - set(ENVIRONMENTS))
     if unknown:
         parser.error(f"unknown anchor(s) {', '.join(unknown)}; choose from {', '.join(ENVIRONMENTS)}")
+    if shutil.which(args.python) is None:
+        parser.error(f"--python {args.python}: no such interpreter")
     return setup(args.anchors or list(ENVIRONMENTS), args.python, args.root, args.force)
 
 
 def setup(anchors: list[str], base_python: str, root: Path = ANCHORS_ROOT, force: bool = False) -> int:
-    markers = {anchor: build(anchor, base_python, root, force) for anchor in anchors}
+    """Build each anchor's environment; one that fails is left without its marker (the benchmark skips it)."""
+    markers, failed = {}, []
+    for anchor in anchors:
+        try:
+            markers[anchor] = build(anchor, base_python, root, force)
+        except subprocess.CalledProcessError as error:
+            failed.append(anchor)
+            print(f"{anchor}: build failed ({' '.join(map(str, error.cmd[:4]))} ... exited with {error.returncode})",
+                  file=sys.stderr, flush=True)
     print("\n| anchor | versions | build time | size |\n|---|---|---:|---:|")
     for anchor, marker in markers.items():
         versions = ", ".join(f"{name} {version}" for name, version in marker["versions"].items())
         print(f"| {anchor} | {versions} | {marker['seconds']:.0f} s | {marker['bytes'] / 2**20:,.0f} MiB |")
-    return 0
+    for anchor in failed:
+        print(f"| {anchor} | build failed | | |")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
