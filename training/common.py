@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import numpy as np
 import onnx
 
 from training import data
+from training.augment import HANDWRITING, PRESETS, Augmentation, augment
 from contract import store
 from contract.metadata import ModelMetadata
 from contract.spec import INPUT_NAME, LOGITS, PROBABILITIES
@@ -29,14 +32,38 @@ class TrainSettings:
     optimizer: str = "adam"
     schedule: str = "onecycle"
     validation_size: int = 5000
-    augment_shift: int = 2  # pixels; 0 turns augmentation off
+    # augmentation (training/augment.py): the preset's name, then each range; 0 turns one off
+    augment: str = "handwriting"
+    augment_shift: float = HANDWRITING.shift
+    augment_rotation: float = HANDWRITING.rotation
+    augment_scale: float = HANDWRITING.scale
+    augment_shear: float = HANDWRITING.shear
+    augment_stroke: float = HANDWRITING.stroke
+    augment_elastic_alpha: float = HANDWRITING.elastic_alpha
+    augment_elastic_sigma: float = HANDWRITING.elastic_sigma
+    augment_elastic_probability: float = HANDWRITING.elastic_probability
     seed: int = 1
+    init_from: str = ""  # a contract model to start from (fine-tuning); empty: random initialisation
     train_limit: int = 0  # train on the first N images only (tests, dry runs); 0 = all
     test_limit: int = 0  # evaluate on the first N test images only; 0 = all 10,000
     threads: int = 0  # 0 = the framework's default
 
     def public(self) -> dict[str, Any]:
         return asdict(self)
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(
+            shift=self.augment_shift, rotation=self.augment_rotation, scale=self.augment_scale,
+            shear=self.augment_shear, stroke=self.augment_stroke, elastic_alpha=self.augment_elastic_alpha,
+            elastic_sigma=self.augment_elastic_sigma, elastic_probability=self.augment_elastic_probability,
+        )
+
+    def use_preset(self, name: str) -> None:
+        """Set every augmentation range from one of training.augment.PRESETS."""
+        preset = PRESETS[name]
+        self.augment = name
+        for key, value in preset.public().items():
+            setattr(self, f"augment_{key}", value)
 
 
 @dataclass
@@ -69,28 +96,55 @@ def load_splits(settings: TrainSettings, data_dir: str | Path | None) -> Splits:
     )
 
 
+class IncompatibleInit(ValueError):
+    """An --init-from model of another architecture or framework."""
+
+
+def initial_weights(settings: TrainSettings, framework: str) -> dict[str, dict[str, np.ndarray]] | None:
+    """The canonical weights (conv OIHW, dense [out, in]) of `settings.init_from`, checked to fit: same
+    architecture, and same framework, since the two frameworks flatten in different orders."""
+    if not settings.init_from:
+        return None
+    from contract.validation import layer_weights, validate_model
+
+    model = onnx.load(settings.init_from)
+    metadata = validate_model(model).metadata
+    if (metadata.architecture, metadata.framework) != (settings.architecture, framework):
+        raise IncompatibleInit(f"--init-from {settings.init_from} is {metadata.architecture}-{metadata.framework}, "
+                         f"not {settings.architecture}-{framework}")
+    return layer_weights(model, metadata)
+
+
+def init_record(settings: TrainSettings) -> dict[str, Any]:
+    """What the metadata says about the starting point of a fine-tuned model."""
+    if not settings.init_from:
+        return {}
+    import hashlib
+
+    from contract.validation import validate_model
+
+    content = Path(settings.init_from).read_bytes()
+    metadata = validate_model(onnx.load_from_string(content)).metadata
+    return {"init_sha256": hashlib.sha256(content).hexdigest(), "init_test_accuracy": metadata.test_accuracy,
+            "init_created": metadata.created}
+
+
 def to_input(images: np.ndarray) -> np.ndarray:
     """uint8 [n, 28, 28] -> the contract's float32 [n, 1, 28, 28] in [0, 1]."""
     return (images.astype(np.float32) / 255.0)[:, None, :, :]
 
 
-def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Shift each image by up to `max_shift` pixels in x and y, filling with black."""
-    if max_shift <= 0:
-        return images
-    n = len(images)
-    padded = np.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))
-    dy = rng.integers(-max_shift, max_shift + 1, n)
-    dx = rng.integers(-max_shift, max_shift + 1, n)
-    out = np.empty_like(images)
-    size = images.shape[1]
-    for y in range(-max_shift, max_shift + 1):
-        for x in range(-max_shift, max_shift + 1):
-            idx = np.nonzero((dy == y) & (dx == x))[0]
-            if idx.size:
-                top, left = max_shift - y, max_shift - x
-                out[idx] = padded[idx, top : top + size, left : left + size]
-    return out
+def augmented_epochs(images: np.ndarray, settings: TrainSettings, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """A freshly augmented copy of the training images for each epoch; the next epoch's copy is made
+    in a background thread while the current one trains (numpy and scipy release the GIL)."""
+    aug = settings.augmentation()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="augment") as pool:
+        pending = pool.submit(augment, images, aug, rng)
+        for epoch in range(1, settings.epochs + 1):
+            current = pending.result()
+            if epoch < settings.epochs:
+                pending = pool.submit(augment, images, aug, rng)
+            yield current
 
 
 def onnx_predict(model: onnx.ModelProto, images: np.ndarray, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -121,10 +175,25 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def write_model(model: onnx.ModelProto, out_dir: Path, name: str, version: int | None = None) -> Path:
-    """Write `out_dir/<name>/<version>/model.onnx` atomically; version defaults to the next free one."""
+class VersionExists(FileExistsError):
+    """The model version to write is already there, and replacing it was not asked for."""
+
+
+def refuse_existing(out_dir: Path, name: str, version: int | None) -> None:
+    """Raise VersionExists when `version` of `name` already holds a model under `out_dir`."""
+    if version is not None and store.model_path(out_dir, name, version).exists():
+        raise VersionExists(f"{store.model_path(out_dir, name, version)} exists; --force replaces it, "
+                            "and without --version the next free version is used")
+
+
+def write_model(model: onnx.ModelProto, out_dir: Path, name: str, version: int | None = None,
+                overwrite: bool = False) -> Path:
+    """Write `out_dir/<name>/<version>/model.onnx` atomically; version defaults to the next free one.
+    An existing version is replaced only with `overwrite`."""
     if version is None:
         version = store.next_version(out_dir, name)
+    elif not overwrite:
+        refuse_existing(out_dir, name, version)
     return store.write_atomic(store.model_path(out_dir, name, version), model.SerializeToString())
 
 
@@ -135,6 +204,7 @@ def finish_and_write(
     out_dir: Path,
     report_dir: Path | None,
     version: int | None,
+    overwrite: bool = False,
 ) -> Path:
     """Evaluate the verified ONNX model on the test set, record the figures, write model and report."""
     from training import report
@@ -148,7 +218,7 @@ def finish_and_write(
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, metadata.to_props())
     name = model_dir_name(metadata.architecture, metadata.framework)
-    path = write_model(model, out_dir, name, version)
+    path = write_model(model, out_dir, name, version, overwrite)
     log.info("%s: test accuracy %.4f, loss %.4f -> %s", name, evaluation.accuracy, evaluation.loss, path)
     if report_dir is not None:
         report.write_report(evaluation, probabilities, splits.test_images, splits.test_labels, report_dir / name, title=name)

@@ -20,7 +20,8 @@ import tensorflow as tf
 import keras
 
 from training import data
-from training.common import Splits, TrainSettings, finish_and_write, load_splits, now_iso, random_shift, to_input
+from training.common import (Splits, TrainSettings, augmented_epochs, finish_and_write, init_record, initial_weights,
+                             load_splits, model_dir_name, now_iso, refuse_existing, to_input)
 from contract.metadata import ModelMetadata
 from contract.spec import (
     ARCHITECTURES,
@@ -94,6 +95,8 @@ def train(settings: TrainSettings, splits: Splits, progress: bool = True,
     if settings.threads:
         tf.config.threading.set_intra_op_parallelism_threads(settings.threads)
     train_model, inference_model = build_models(settings.architecture)
+    if (start := initial_weights(settings, "tensorflow")) is not None:
+        load_canonical_weights(train_model, start)
     steps_per_epoch = -(-len(splits.train_labels) // settings.batch_size)
     learning_rate = _learning_rate(settings, steps_per_epoch)
     if settings.optimizer == "adam":
@@ -125,18 +128,23 @@ def train(settings: TrainSettings, splits: Splits, progress: bool = True,
     val_data = _dataset(splits.val_images, splits.val_labels, 1000, shuffle_seed=None)
     history: list[dict[str, float]] = []
     best_weights, best_accuracy = train_model.get_weights(), -1.0
-    for epoch in range(1, settings.epochs + 1):
+    for epoch, augmented in enumerate(augmented_epochs(splits.train_images, settings, rng), start=1):
         started = time.monotonic()
         for metric in (train_loss, train_acc, val_loss, val_acc):
             metric.reset_state()
-        shifted = random_shift(splits.train_images, settings.augment_shift, rng)
-        batches = _dataset(shifted, splits.train_labels, settings.batch_size, shuffle_seed=settings.seed + epoch)
+        batches = _dataset(augmented, splits.train_labels, settings.batch_size, shuffle_seed=settings.seed + epoch)
+        bar = None
         if progress:
-            bar = keras.utils.Progbar(steps_per_epoch, stateful_metrics=["loss", "acc"])
-        for step, (images, labels) in enumerate(batches, start=1):
+            from tqdm import tqdm  # stderr, plain text: Keras's Progbar writes to stdout with ANSI codes
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch", leave=False)
+        for images, labels in batches:
             train_step(images, labels)
-            if progress:
-                bar.update(step, [("loss", float(train_loss.result())), ("acc", float(train_acc.result()))])
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{float(train_loss.result()):.4f}", acc=f"{float(train_acc.result()):.4f}")
+        if bar is not None:
+            bar.close()
         for images, labels in val_data:
             test_step(images, labels)
         record = {"epoch": epoch, "train_loss": float(train_loss.result()), "train_accuracy": float(train_acc.result()),
@@ -166,6 +174,14 @@ def canonical_weights(model: keras.Model, architecture: str) -> dict[str, dict[s
     return weights
 
 
+def load_canonical_weights(model: keras.Model, weights: dict[str, dict[str, np.ndarray]]) -> None:
+    """The inverse of canonical_weights: OIHW -> HWIO, [out, in] -> [in, out]."""
+    for name, params in weights.items():
+        weight = params["weight"]
+        kernel = weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight.T
+        model.get_layer(name).set_weights([kernel, params["bias"]])
+
+
 def export(inference_model: keras.Model, metadata: ModelMetadata, sample_images: np.ndarray) -> onnx.ModelProto:
     """Convert with tf2onnx under the contract and verify it against Keras on `sample_images`."""
     import tf2onnx
@@ -184,7 +200,9 @@ def export(inference_model: keras.Model, metadata: ModelMetadata, sample_images:
 
 
 def run(settings: TrainSettings, data_dir: str | Path | None, out_dir: Path, report_dir: Path | None,
-        version: int | None = None, progress: bool = True, tensorboard_dir: str | None = None) -> Path:
+        version: int | None = None, overwrite: bool = False, progress: bool = True, tensorboard_dir: str | None = None) -> Path:
+    if not overwrite:  # before hours of training, not after
+        refuse_existing(out_dir, model_dir_name(settings.architecture, "tensorflow"), version)
     splits = load_splits(settings, data_dir)
     log.info("tensorflow %s: %d train, %d validation, %d test images", settings.architecture,
              len(splits.train_labels), len(splits.val_labels), len(splits.test_labels))
@@ -192,9 +210,9 @@ def run(settings: TrainSettings, data_dir: str | Path | None, out_dir: Path, rep
     metadata = ModelMetadata(
         framework="tensorflow", framework_version=tf.__version__, architecture=settings.architecture,
         flatten_order="HWC", test_accuracy=0.0, test_loss=0.0,
-        training={**settings.public(), "history": history, "train_images": int(len(splits.train_labels)),
+        training={**settings.public(), **init_record(settings), "history": history, "train_images": int(len(splits.train_labels)),
                   "validation_images": int(len(splits.val_labels)), "keras_version": keras.__version__},
         data_sha256=data.dataset_sha256(data_dir), created=now_iso(),
     )
     finished = export(inference_model, metadata, splits.test_images[:256])
-    return finish_and_write(finished, metadata, splits, out_dir, report_dir, version)
+    return finish_and_write(finished, metadata, splits, out_dir, report_dir, version, overwrite)

@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from training import data
-from training.common import Splits, TrainSettings, finish_and_write, load_splits, now_iso, random_shift, to_input
+from training.common import (Splits, TrainSettings, augmented_epochs, finish_and_write, init_record, initial_weights,
+                             load_splits, model_dir_name, now_iso, refuse_existing, to_input)
 from contract.metadata import ModelMetadata
 from contract.spec import (
     ARCHITECTURES,
@@ -101,6 +102,13 @@ class ContractNet(nn.Module):
         }
 
 
+    @torch.no_grad()
+    def load_canonical_weights(self, weights: dict[str, dict[str, np.ndarray]]) -> None:
+        for name, params in weights.items():
+            self.layers[name].weight.copy_(torch.from_numpy(np.array(params["weight"])))
+            self.layers[name].bias.copy_(torch.from_numpy(np.array(params["bias"])))
+
+
 class _AllOutputs(nn.Module):
     def __init__(self, net: ContractNet) -> None:
         super().__init__()
@@ -161,6 +169,8 @@ def train(settings: TrainSettings, splits: Splits, progress: bool = True) -> tup
     if settings.threads:
         torch.set_num_threads(settings.threads)
     model = ContractNet(settings.architecture)
+    if (start := initial_weights(settings, "pytorch")) is not None:
+        model.load_canonical_weights(start)
     rng = np.random.default_rng(settings.seed)
     val_loader = _loader(splits.val_images, splits.val_labels, 1000, shuffle=False, seed=settings.seed)
     steps_per_epoch = -(-len(splits.train_labels) // settings.batch_size)
@@ -178,9 +188,8 @@ def train(settings: TrainSettings, splits: Splits, progress: bool = True) -> tup
 
     history: list[dict[str, float]] = []
     best_state, best_accuracy = copy.deepcopy(model.state_dict()), -1.0
-    for epoch in range(1, settings.epochs + 1):
+    for epoch, train_images in enumerate(augmented_epochs(splits.train_images, settings, rng), start=1):
         started = time.monotonic()
-        train_images = random_shift(splits.train_images, settings.augment_shift, rng)
         loader = _loader(train_images, splits.train_labels, settings.batch_size, shuffle=True, seed=settings.seed + epoch)
         train_loss, train_acc = train_epoch(model, loader, optimizer, scheduler, epoch, progress)
         val_loss, val_acc = test_epoch(model, val_loader)
@@ -218,7 +227,9 @@ def export(model: ContractNet, metadata: ModelMetadata, sample_images: np.ndarra
 
 
 def run(settings: TrainSettings, data_dir: str | Path | None, out_dir: Path, report_dir: Path | None,
-        version: int | None = None, progress: bool = True) -> Path:
+        version: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    if not overwrite:  # before hours of training, not after
+        refuse_existing(out_dir, model_dir_name(settings.architecture, "pytorch"), version)
     splits = load_splits(settings, data_dir)
     log.info("pytorch %s: %d train, %d validation, %d test images", settings.architecture,
              len(splits.train_labels), len(splits.val_labels), len(splits.test_labels))
@@ -226,12 +237,12 @@ def run(settings: TrainSettings, data_dir: str | Path | None, out_dir: Path, rep
     metadata = ModelMetadata(
         framework="pytorch", framework_version=torch.__version__, architecture=settings.architecture,
         flatten_order="CHW", test_accuracy=0.0, test_loss=0.0,
-        training={**settings.public(), "history": history, "train_images": int(len(splits.train_labels)),
+        training={**settings.public(), **init_record(settings), "history": history, "train_images": int(len(splits.train_labels)),
                   "validation_images": int(len(splits.val_labels)), "dropout": "after pools and the hidden dense layer (cnn)"},
         data_sha256=data.dataset_sha256(data_dir), created=now_iso(),
     )
     finished = export(model, metadata, splits.test_images[:256])
-    return finish_and_write(finished, metadata, splits, out_dir, report_dir, version)
+    return finish_and_write(finished, metadata, splits, out_dir, report_dir, version, overwrite)
 
 
 __all__ = ["ContractNet", "train", "export", "run", "LOGITS", "PROBABILITIES", "NUM_CLASSES"]
