@@ -1,0 +1,116 @@
+"""`mnist-serve evaluate --robustness` end to end on a small subset, and its parts: the digit perturbations,
+the service's preprocessing of the photo-like files, the other handwriting, model resolution."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from contract.validation import validate_model
+from service.cli import main as cli_main
+from tests.conftest import MODELS_DIR, model_file, mnist_dir
+from training import data, perturb_digits, robustness
+from training.robustness_report import JSON_FILE, MARKDOWN_FILE, PLOT_FILE
+
+LIMIT = 24
+OTHER_LIMIT = 60
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("robustness")
+    assert cli_main(["evaluate", "--robustness", "lenet-pytorch:1", "lenet-tensorflow:1", "--limit", str(LIMIT),
+                     "--other-limit", str(OTHER_LIMIT), "--data-dir", str(mnist_dir()), "--out", str(out)]) == 0
+    return out, json.loads((out / JSON_FILE).read_text())
+
+
+def test_every_condition_for_every_model(report: tuple[Path, dict[str, Any]]) -> None:
+    _, result = report
+    labels = ["lenet-pytorch v1", "lenet-tensorflow v1"]
+    assert [model["label"] for model in result["models"]] == labels
+    names = [row["name"] for row in result["conditions"]]
+    assert names == (["MNIST test (10,000)"] + [p.name for p in perturb_digits.PERTURBATIONS]
+                     + [row[1] for row in robustness.PHOTOS] + [robustness.OTHER_NAME])
+    groups = {row["name"]: row["group"] for row in result["conditions"]}
+    assert groups["rotation 30°"] == "digit" and groups["shadow across one side"] == "photo"
+    for row in result["conditions"]:
+        assert sorted(row["accuracy"]) == labels
+        assert all(0.0 <= value <= 1.0 for value in row["accuracy"].values())
+        expected = {"mnist": 10_000, "other": OTHER_LIMIT}.get(row["group"], LIMIT)
+        assert row["images"] == expected and row["refused"] == 0
+
+
+def test_mnist_row_reproduces_the_recorded_test_accuracy(report: tuple[Path, dict[str, Any]]) -> None:
+    mnist = report[1]["conditions"][0]
+    for model in ("lenet-pytorch", "lenet-tensorflow"):
+        recorded = validate_model(onnx.load(model_file(model, 1))).metadata.test_accuracy
+        assert mnist["accuracy"][f"{model} v1"] == pytest.approx(recorded, abs=1e-9)
+
+
+def test_perturbations_hurt_where_they_should(report: tuple[Path, dict[str, Any]]) -> None:
+    rows = {row["name"]: row["accuracy"]["lenet-pytorch v1"] for row in report[1]["conditions"]}
+    # clean scans through the service's preprocessing are as easy as MNIST; heavy noise and 45° are not
+    assert rows["scan, dark on light, 1.5-14x"] >= 0.9
+    assert rows["rotation 45°"] < rows["rotation 15°"] and rows["noise σ 0.4"] < rows["noise σ 0.2"]
+    assert rows[robustness.OTHER_NAME] > 0.7
+
+
+def test_table_and_plot(report: tuple[Path, dict[str, Any]]) -> None:
+    out, result = report
+    table = (out / MARKDOWN_FILE).read_text().splitlines()
+    assert table[0] == "| condition | images | lenet-pytorch v1 | lenet-tensorflow v1 |"
+    assert len(table) == 2 + len(result["conditions"])
+    assert table[2].startswith("| MNIST test (10,000) | 10,000 | ")
+    with Image.open(out / PLOT_FILE) as plot:
+        assert plot.format == "PNG" and plot.width > 400 and len(set(plot.convert("L").getdata())) > 16
+
+
+def test_digit_perturbations_are_inputs_in_range() -> None:
+    digits = data.load_split("test", mnist_dir()).images[:50]
+    for perturbation in perturb_digits.PERTURBATIONS:
+        out = perturbation.perturb(digits, np.random.default_rng(0))
+        assert out.shape == (50, 28, 28) and out.dtype == np.float32, perturbation.name
+        assert 0.0 <= out.min() and out.max() <= 1.0, perturbation.name
+    ink = digits.astype(np.float32).sum() / 255.0
+    thick = perturb_digits.stroke(4)(digits, np.random.default_rng(0)).sum()
+    thin = perturb_digits.stroke(-1)(digits, np.random.default_rng(0)).sum()
+    assert thin < ink < thick
+    assert perturb_digits.scale(0.6)(digits, np.random.default_rng(0)).sum() == pytest.approx(0.36 * ink, rel=0.08)
+
+
+def test_photo_files_go_through_the_service_preprocessing() -> None:
+    from service.preprocess import image_to_input
+    from training.perturb_photos import generate
+
+    digits = data.load_split("test", mnist_dir()).images[:3]
+    files = generate("shadow", digits, seed=4)
+    inputs, read = robustness.through_service(files, "shadow")
+    assert read.all()
+    for content, expected in zip(files, inputs):
+        np.testing.assert_array_equal(expected, image_to_input(content, robustness.MAX_PIXELS, True, "x"))
+    inputs, read = robustness.through_service([b"not an image", files[0]], "broken")
+    assert read.tolist() == [False, True] and not inputs[0].any()
+
+
+def test_resolve_models(tmp_path: Path) -> None:
+    for version in (1, 3):
+        (tmp_path / "lenet-pytorch" / str(version)).mkdir(parents=True)
+        shutil.copy(model_file("lenet-pytorch", 1), tmp_path / "lenet-pytorch" / str(version) / "model.onnx")
+
+    every = robustness.resolve_models(["lenet-pytorch"], tmp_path)
+    assert [model.label for model in every] == ["lenet-pytorch v1", "lenet-pytorch v3"]
+    assert [m.label for m in robustness.resolve_models(["lenet-pytorch:3"], tmp_path)] == ["lenet-pytorch v3"]
+    assert [m.label for m in robustness.resolve_models([str(tmp_path / "lenet-pytorch")], MODELS_DIR)] == [
+        "lenet-pytorch v1", "lenet-pytorch v3"]
+    assert robustness.resolve_models([str(model_file("cnn-pytorch", 1))], tmp_path)[0].label == "cnn-pytorch v1"
+    with pytest.raises(FileNotFoundError, match="no model of that name"):
+        robustness.resolve_models(["nothing-here"], tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no version '2'"):
+        robustness.resolve_models(["lenet-pytorch:2"], tmp_path)
