@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import tritonclient.http as triton
+import tritonclient.utils as triton_utils
 
 TIMEOUT_S = 30.0
 # One client for every request (its TLS set-up is costly even for plain HTTP), but a new connection
@@ -76,6 +77,25 @@ def cmd_v2_binary(args: argparse.Namespace) -> None:
         raise CheckFailed(f"V2 binary infer: expected label {args.expect}, got {label}")
     if difference > 1e-3:
         raise CheckFailed(f"V2 and V1 probabilities differ by {difference} for the same input")
+
+
+def cmd_grpc(args: argparse.Namespace) -> None:
+    """The same image over gRPC (tritonclient.grpc), to the server or through the balancer."""
+    import tritonclient.grpc as triton_grpc
+
+    v1 = predict_png(args.url, args.image, args.model)
+    pixels = np.asarray(v1["inputs"][0], dtype=np.float32).reshape(1, 1, 28, 28)
+    client = triton_grpc.InferenceServerClient(args.grpc)
+    image = triton_grpc.InferInput("image", list(pixels.shape), "FP32")
+    image.set_data_from_numpy(pixels)
+    labels = []
+    for _ in range(args.requests):
+        result = client.infer(args.model, [image], outputs=[triton_grpc.InferRequestedOutput("probabilities")],
+                              client_timeout=TIMEOUT_S)
+        labels.append(int(np.argmax(result.as_numpy("probabilities")[0])))
+    print(f"gRPC infer {args.model} on {args.grpc}: labels {sorted(set(labels))} in {len(labels)} answers")
+    if set(labels) != {args.expect}:
+        raise CheckFailed(f"gRPC infer: expected label {args.expect}, got {labels}")
 
 
 def cmd_wait_version(args: argparse.Namespace) -> None:
@@ -256,6 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     command = add("v2-binary", cmd_v2_binary)
     command.add_argument("--model", default="cnn-pytorch")
     command.add_argument("--expect", type=int, required=True)
+    command = add("grpc", cmd_grpc)
+    command.add_argument("--grpc", required=True, help="127.0.0.1:<published gRPC port>")
+    command.add_argument("--model", default="cnn-pytorch")
+    command.add_argument("--expect", type=int, required=True)
+    command.add_argument("--requests", type=int, default=1)
     command = add("wait-version", cmd_wait_version)
     command.add_argument("--model", required=True)
     command.add_argument("--version", type=int, required=True)
@@ -275,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (CheckFailed, httpx.HTTPError, KeyError, ValueError) as exc:
+    except (CheckFailed, httpx.HTTPError, triton_utils.InferenceServerException, KeyError, ValueError) as exc:
         print(f"check failed: {exc}", file=sys.stderr)
         return 1
     return 0
