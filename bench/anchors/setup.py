@@ -4,8 +4,9 @@
     python -m bench.anchors.setup triton kserve        # some (the standard library is enough to run this)
     python -m bench.anchors.setup --force mlserver     # rebuild
 
-MLServer, KServe and PyTriton pin conflicting versions of FastAPI, uvicorn, protobuf and numpy, with each
-other and with this project, so each gets its own environment, installed from
+MLServer, KServe and PyTriton conflict with each other and with this project (MLServer 1.7 wants FastAPI
+below 0.116, KServe 0.21 Starlette 1.3 or later, PyTriton numpy below 2), so each gets its own environment,
+installed from
 bench/anchors/requirements/<environment>.txt. A finished build leaves `anchor.json` in its environment
 (versions, seconds, bytes); the benchmark skips an anchor whose environment has none.
 """
