@@ -18,12 +18,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 FRAMEWORKS = ("pytorch", "tensorflow")
 ARCHITECTURES = ("cnn", "lenet")
-DATA_DIR_HELP = "MNIST IDX files (else $MNIST_DIR, else data/mnist; downloaded when missing)"
+DATA_DIR_HELP = "MNIST IDX files (default: $MNIST_DIR, else data/mnist; downloaded when missing)"
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, except where there is none to show (None, an off flag):
+    those say in their help what happens when they are left out."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _subparser(sub: argparse._SubParsersAction, name: str, summary: str, description: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=summary, description=description,
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return sub.add_parser(name, help=summary, description=description, formatter_class=DefaultsHelpFormatter)
 
 
 def _fail(command: str, message: str) -> int:
@@ -58,7 +67,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         augment.add_argument(f"--augment-{flag}", type=float, metavar="X", help=f"{unit} (default: the preset's)")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="start from this model's weights instead of a random initialisation (fine-tuning): "
-                             "a name in --out, name:version, or a path; same architecture and framework")
+                             "a name in --out, name:version, or a path; same architecture and framework (default: none)")
     parser.add_argument("--validation-size", type=int, default=defaults.validation_size,
                         help="training images held out for choosing the best epoch")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split, initialisation, shuffling and augmentation")
@@ -71,7 +80,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", type=int, help="model version to write (default: the next free one)")
     parser.add_argument("--force", action="store_true", help="replace the model if --version already exists")
     parser.add_argument("--report-dir", help="evaluation figures and JSON (default: a reports/ directory beside --out)")
-    parser.add_argument("--tensorboard", help="TensorBoard log directory (tensorflow only)")
+    parser.add_argument("--tensorboard", help="TensorBoard log directory (tensorflow only; default: none)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no per-batch progress bar (it is drawn on stderr, and only when stderr is a terminal)")
     parser.set_defaults(handler=train)
