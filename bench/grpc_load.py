@@ -1,9 +1,9 @@
 """gRPC load for the benchmark: ModelInfer calls in a closed loop from a separate process, as wrk
 does for HTTP. The child sends one prebuilt, already serialized ModelInferRequest (raw input
 contents, as tritonclient sends them) on `concurrency` concurrent calls over `connections` HTTP/2
-connections for `duration` seconds (answers after that are not counted, as with wrk), and prints one summary line with the same keys as
-bench/post.lua's (`GRPC_JSON {...}`), plus the count of each gRPC status. Its CPU seconds come
-from getrusage(RUSAGE_CHILDREN), as for wrk.
+connections for `duration` seconds (answers after that are not counted, as with wrk), and prints
+one summary line with the same keys as bench/post.lua's (`GRPC_JSON {...}`), plus the count of
+each gRPC status. Its CPU seconds come from getrusage(RUSAGE_CHILDREN), as for wrk.
 
     from bench.grpc_load import infer_request, run_load
     body = infer_request(images, "cnn-pytorch")            # float32 [n, 1, 28, 28] in [0, 1]

@@ -54,14 +54,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._check = model_io.input_check(settings.max_images_per_request)
 
     # ---- health and metadata ---------------------------------------------------------------
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
+    async def ServerLive(self, request: pb.ServerLiveRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: pb.ServerReadyRequest,
                           context: grpc.aio.ServicerContext) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.plane.ready)
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
+    async def ModelReady(self, request: pb.ModelReadyRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ModelReadyResponse:
         """ready=false for a model that is unknown (HTTP: 404) or cannot serve (HTTP: 503): the
         clients' is_model_ready returns False for both over HTTP, and so it does here."""
         try:
@@ -81,10 +83,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=described["name"], versions=described["versions"], platform=described["platform"],
-            inputs=[tensor(**spec) for spec in described["inputs"]], outputs=[tensor(**spec) for spec in described["outputs"]])
+            inputs=[tensor(**spec) for spec in described["inputs"]],
+            outputs=[tensor(**spec) for spec in described["outputs"]])
 
     # ---- inference ---------------------------------------------------------------------------
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         model = self.plane.resolve(model_name(request.model_name), request.model_version or None)
         inference = codec.from_grpc(request, self._check)
         outputs = model_io.requested_outputs(inference, model.outputs)
@@ -143,4 +147,5 @@ def _no_parameters(parameters: Mapping[str, object], method: str) -> None:
     both from the models directory only, so a call that asks for overrides is refused, not ignored."""
     if parameters:
         keys = ", ".join(sorted(parameters))
-        raise BadRequest(f"{method}: parameters ({keys}) are not supported; the model is read from the models directory")
+        raise BadRequest(f"{method}: parameters ({keys}) are not supported; the model is read from the models "
+                         "directory")
