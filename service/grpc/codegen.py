@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,13 +28,13 @@ _TOP_LEVEL_IMPORT = re.compile(r"^import (grpc_service_pb2|model_config_pb2) as 
 
 
 def run_protoc(out_dir: Path, *extra_args: str) -> None:
-    from grpc_tools import protoc  # imported here: a dev-only tool, not needed to serve
-
+    """grpcio-tools' protoc (a dev-only tool, not needed to serve), in a child process: in a process
+    that has also loaded another libprotobuf (TensorFlow's, ONNX's) the in-process one can crash."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = ["protoc", f"-I{PROTO_DIR}", f"-I{Path(protoc.__file__).parent / '_proto'}", *extra_args, *PROTOS]
-    status = protoc.main(args)
-    if status != 0:
-        raise RuntimeError(f"protoc failed with status {status}: {' '.join(args)}")
+    argv = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO_DIR}", *extra_args, *PROTOS]
+    completed = subprocess.run(argv, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"protoc failed with status {completed.returncode}: {' '.join(argv)}\n{completed.stderr}")
 
 
 def descriptor_set(out_file: Path) -> bytes:
