@@ -23,6 +23,12 @@ REQUIRED_METADATA = (
     "created",
 )
 
+# A quantized model is served under its source's name plus this suffix (cnn-pytorch-int8) and says
+# how it was made in the `quantization` key, which must hold at least these entries.
+QUANTIZED_SUFFIX = "-int8"
+REQUIRED_QUANTIZATION = ("method", "format", "calibration", "source")
+REQUIRED_QUANTIZATION_SOURCE = ("name", "version", "sha256")
+
 
 @dataclass
 class ModelMetadata:
@@ -39,15 +45,27 @@ class ModelMetadata:
     created: str
     weights: dict[str, dict[str, str]] = field(default_factory=dict)
     per_class_accuracy: list[float] = field(default_factory=list)
+    quantization: dict[str, Any] = field(default_factory=dict)  # empty: a float model
     contract_version: str = CONTRACT_VERSION
 
     @property
     def layers(self) -> list[dict[str, Any]]:
         return [layer.public() for layer in ARCHITECTURES[self.architecture]]
 
+    @property
+    def quantized(self) -> bool:
+        return bool(self.quantization)
+
+    @property
+    def model_name(self) -> str:
+        """The directory the model is served from: `<architecture>-<framework>[-int8]`."""
+        return f"{self.architecture}-{self.framework}{QUANTIZED_SUFFIX if self.quantized else ''}"
+
     def to_props(self) -> dict[str, str]:
         props: dict[str, str] = {}
         for key, value in {**asdict(self), "layers": self.layers}.items():
+            if key == "quantization" and not value:
+                continue
             props[key] = value if isinstance(value, str) else json.dumps(value)
         props["input_normalization"] = json.dumps({"mean": MNIST_MEAN, "std": MNIST_STD, "inside_graph": True})
         return props
@@ -70,6 +88,7 @@ class ModelMetadata:
                 created=props["created"],
                 weights=json.loads(props["weights"]),
                 per_class_accuracy=json.loads(props.get("per_class_accuracy", "[]")),
+                quantization=json.loads(props.get("quantization", "{}")),
                 contract_version=props["contract_version"],
             )
         except (ValueError, TypeError) as exc:

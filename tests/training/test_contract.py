@@ -72,7 +72,7 @@ def test_model_follows_the_contract(path: Path) -> None:
     validated = validate_model(model)
     metadata = validated.metadata
     assert path.parent.name.isdigit()
-    assert path.parent.parent.name == f"{metadata.architecture}-{metadata.framework}"
+    assert path.parent.parent.name == metadata.model_name  # <architecture>-<framework>[-int8]
     assert metadata.flatten_order == FRAMEWORK_FLATTEN_ORDER[metadata.framework]
 
     initializers = {init.name for init in model.graph.initializer}
