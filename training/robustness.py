@@ -170,29 +170,50 @@ def conditions(data_dir: str | Path | None, robust: bool, limit: int, seed: int,
     yield other_handwriting(other_limit)
 
 
-def run(models: Sequence[ModelUnderTest], data_dir: str | Path | None, out_dir: Path, robust: bool = True,
-        limit: int = 1000, seed: int = 0, other_limit: int = 0) -> dict[str, Any]:
-    """Every condition against every model; writes robustness.json, .md and .png into `out_dir`."""
-    from training import robustness_report
+def preprocessing_fingerprint() -> str:
+    """SHA-256 over the service's preprocessing sources: which preprocessing the photo rows measured."""
+    import hashlib
 
+    import service.preprocess
+
+    package = Path(service.preprocess.__file__).parent
+    digest = hashlib.sha256()
+    for source in [package / "preprocess.py", *sorted((package / "imaging").glob("*.py"))]:
+        if source.is_file():
+            digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def evaluate(models: Sequence[ModelUnderTest], measured: Sequence[Condition], seed: int, subset: int) -> dict[str, Any]:
+    """Every model's accuracy on every condition, as the report's JSON document."""
     predictors = {model.label: Predictor(model) for model in models}
     rows: list[dict[str, Any]] = []
-    for condition in conditions(data_dir, robust, limit, seed, other_limit):
-        started = time.monotonic()
+    for condition in measured:
         accuracy = {label: float(np.mean(predictor.labels(condition.inputs) == condition.labels))
                     for label, predictor in predictors.items()}
         rows.append({"name": condition.name, "group": condition.group, "description": condition.description,
                      "images": int(len(condition.labels)), "refused": condition.refused, "accuracy": accuracy})
-        log.info("%s: %s (%.1fs)", condition.name, ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()),
-                 time.monotonic() - started)
-    result = {
+        log.info("%s: %s", condition.name, ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items()))
+    return {
         "seed": seed,
-        "subset": min(limit, 10_000) if robust else 0,
+        "subset": subset,
+        "preprocessing_sha256": preprocessing_fingerprint(),
         "models": [{"label": model.label, "name": model.name, "version": model.version, "path": str(model.path),
                     "framework": predictors[model.label].metadata.framework,
                     "architecture": predictors[model.label].metadata.architecture,
                     "augmentation": predictors[model.label].metadata.training.get("augment", "shift")} for model in models],
         "conditions": rows,
     }
+
+
+def run(models: Sequence[ModelUnderTest], data_dir: str | Path | None, out_dir: Path, robust: bool = True,
+        limit: int = 1000, seed: int = 0, other_limit: int = 0) -> dict[str, Any]:
+    """Every condition against every model; writes robustness.json, .md and .png into `out_dir`."""
+    from training import robustness_report
+
+    started = time.monotonic()
+    measured = list(conditions(data_dir, robust, limit, seed, other_limit))
+    log.info("%d conditions built in %.0fs", len(measured), time.monotonic() - started)
+    result = evaluate(models, measured, seed, min(limit, 10_000) if robust else 0)
     robustness_report.write(result, out_dir)
     return result
