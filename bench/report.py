@@ -114,7 +114,8 @@ def render_markdown(results: Results) -> str:
         f"({machine['available_cpus']} usable), {machine['os']}; Python {machine['python']}, "
         f"ONNX Runtime {machine['onnxruntime']}; load from {settings['load_tool']}.",
         f"Model `{settings['model']}`; median of {settings['runs']} run(s) of {settings['duration_s']:g} s per point; "
-        f"server, load generator and anything else on the machine share the same cores.",
+        f"server, load generator and anything else on the machine share the same cores"
+        + (f"; the whole run took {settings['elapsed_s'] / 60:.1f} minutes." if "elapsed_s" in settings else "."),
         *_background_load(results),
         "",
         "In-process ONNX Runtime, the limit (no HTTP; the best session configuration counts):",

@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -261,7 +262,7 @@ def measure_runs(started: dict[str, servers.RunningServer],
 
 def run_benchmark(plan: BenchPlan, images: np.ndarray | None = None) -> Results:
     """`images`: uint8 digits [n >= 256, 28, 28] for the bodies; default the MNIST test set's."""
-    stamp = dt.datetime.now().astimezone()
+    stamp, started_s = dt.datetime.now().astimezone(), time.monotonic()
     images = sample_images() if images is None else images
     reference = inprocess.predict_probabilities(plan.model_path, images)
     workloads = workloads_by_server(plan, images)
@@ -275,7 +276,7 @@ def run_benchmark(plan: BenchPlan, images: np.ndarray | None = None) -> Results:
 
     settings = {"model": plan.model, "model_path": str(plan.model_path), "duration_s": plan.duration,
                 "runs": plan.runs, "concurrency": list(plan.concurrencies), "load_tool": tool_version(plan.load_tool),
-                "servers": titles, "skipped": started.skipped}
+                "servers": titles, "skipped": started.skipped, "elapsed_s": round(time.monotonic() - started_s)}
     results = Results(date=f"{stamp:%Y-%m-%d %H:%M %Z}", machine=machine_description(), settings=settings,
                       limit_runs=limit_runs, points=[point for _, point in points.values()])
     add_ratios(results)

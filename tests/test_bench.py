@@ -229,3 +229,5 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
         256 * saved["points"][2]["median"]["requests_per_s"])
     assert markdown_path.read_text() in (tmp_path / "benchmark.md").read_text()
     assert f"- {results.settings['skipped']['triton']}" in markdown_path.read_text()
+    assert results.settings["elapsed_s"] >= 1
+    assert f"the whole run took {results.settings['elapsed_s'] / 60:.1f} minutes." in markdown_path.read_text()
