@@ -112,7 +112,13 @@ def objective_value(trace: Trace, objective: Objective, target: int, versus: int
 
 
 def gradcam_layer(layers: tuple[LayerSpec, ...]) -> LayerSpec:
-    """The rectified output of the last conv layer (Grad-CAM's choice): the ReLU right after it."""
+    """The rectified output of the last conv layer (Grad-CAM's choice): the ReLU right after it.
+
+    Grad-CAM weighs each channel by its gradient averaged over positions, which suits networks
+    that average their last maps (global pooling); these flatten them into a dense layer, where the
+    gradient changes sign from position to position and Grad-CAM can point away from the evidence.
+    HiResCAM (Draelos & Carin, 2020) keeps the gradient position by position: summed over the
+    map, it is the part of the score that is linear in this layer's output."""
     last_conv = max(position for position, spec in enumerate(layers) if spec.kind == "conv")
     following = layers[last_conv + 1] if last_conv + 1 < len(layers) else None
     return following if following is not None and following.kind == "relu" else layers[last_conv]
@@ -140,6 +146,8 @@ class Attribution:
     gradcam_native: np.ndarray  # [H, W] at the layer's resolution, signed (Grad-CAM is its positive part)
     gradcam: np.ndarray  # [28, 28]
     channel_weights: np.ndarray  # [C]: Grad-CAM's alpha, the mean gradient per channel
+    hirescam_native: np.ndarray  # [H, W]: gradient x activation summed over channels, position by position
+    hirescam: np.ndarray  # [28, 28]
 
 
 def attribute(trace: Trace, objective: Objective, target: int, versus: int | None = None) -> Attribution:
@@ -151,11 +159,12 @@ def attribute(trace: Trace, objective: Objective, target: int, versus: int | Non
     activation = trace.outputs[cam_spec.name]
     alpha = gradients[cam_spec.name].mean(axis=(1, 2))
     native = np.tensordot(alpha, activation, axes=1)
+    hires = (gradients[cam_spec.name] * activation).sum(axis=0)
     field = layer_math.receptive_fields(trace.layers)[cam_spec.name]
     side = trace.image.shape[0]
     return Attribution(
         objective_value=objective_value(trace, objective, target, versus),
         saliency=saliency, gradient_x_input=saliency * trace.image,
         gradcam_layer=cam_spec.name, gradcam_native=native, gradcam=to_input_grid(native, field, side),
-        channel_weights=alpha,
+        channel_weights=alpha, hirescam_native=hires, hirescam=to_input_grid(hires, field, side),
     )

@@ -21,7 +21,11 @@ from service.attribution import INPUT, Trace, backward
 
 
 class UnitError(ValueError):
-    """A unit that the layer does not have."""
+    """A position that the layer's maps do not have, or a position for a layer that has none."""
+
+
+class NoSuchUnit(LookupError):
+    """A channel or element that the layer does not have."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def select(trace: Trace, layer: str, index: int, y: int | None = None, x: int | 
     if len(spec.shape) == 3:
         channels, height, width = spec.shape
         if not 0 <= index < channels:
-            raise UnitError(f"layer {layer!r} has channels 0-{channels - 1}, not {index}")
+            raise NoSuchUnit(f"layer {layer!r} has channels 0-{channels - 1}, not {index}")
         if (y is None) != (x is None):
             raise UnitError("give both y and x, or neither")
         if y is None or x is None:
@@ -57,7 +61,7 @@ def select(trace: Trace, layer: str, index: int, y: int | None = None, x: int | 
             raise UnitError(f"layer {layer!r} is {height}x{width}; ({y}, {x}) is outside it")
         return Unit(spec, index, y, x)
     if not 0 <= index < spec.shape[0]:
-        raise UnitError(f"layer {layer!r} has units 0-{spec.shape[0] - 1}, not {index}")
+        raise NoSuchUnit(f"layer {layer!r} has units 0-{spec.shape[0] - 1}, not {index}")
     if y is not None or x is not None:
         raise UnitError(f"layer {layer!r} is a vector: its units have no position")
     return Unit(spec, index)

@@ -41,11 +41,13 @@ def trace_of(name: str, image: np.ndarray) -> Trace:
     return Trace.from_batch(blank.layers, image, outputs, blank.weights, blank.flatten_order)
 
 
-def forward64(trace: Trace, image: np.ndarray) -> dict[str, np.ndarray]:
-    """The network recomputed in float64 from the served weights (an independent replica)."""
-    values = ((image.astype(np.float64) - MNIST_MEAN) / MNIST_STD)[None]
+def forward64(trace: Trace, image: np.ndarray, start: int = 0, values: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The network recomputed in float64 from the served weights (an independent replica), from
+    the input, or from layer `start` given what it receives (`values`)."""
+    if values is None:
+        values = ((image.astype(np.float64) - MNIST_MEAN) / MNIST_STD)[None]
     outputs = {}
-    for spec in trace.layers:
+    for spec in trace.layers[start:]:
         weight = trace.weights.get(spec.name, {})
         if spec.kind == "conv":
             values = layer_math.conv_forward(values, weight["weight"].astype(np.float64), weight["bias"].astype(np.float64),
@@ -111,8 +113,8 @@ def test_saliency_matches_finite_differences_of_the_onnx_model(name: str, digits
 @pytest.mark.parametrize("name", FLOAT_MODELS)
 def test_gradients_are_exact_where_the_network_is_differentiable(name: str, digits: list[tuple[np.ndarray, int]]) -> None:
     """Faint noise removes the pooling ties of a uniform background; then the float64 replica's
-    finite differences (steps of 1e-7, far from every kink) match the gradient at the input and
-    at Grad-CAM's layer, for both objectives."""
+    finite differences (steps of 1e-9: a ReLU's input can be within 1e-7 of its kink) match the
+    gradient at the input, for both objectives, and HiResCAM's sum at the last conv layer."""
     rng = np.random.default_rng(0)
     image = digits[2][0] + rng.uniform(0, 0.02, (28, 28)).astype(np.float32)
     trace = trace_of(name, image)
@@ -130,8 +132,21 @@ def test_gradients_are_exact_where_the_network_is_differentiable(name: str, digi
 
         for _ in range(3):
             direction = rng.standard_normal((28, 28))
-            estimate = (value(image + 1e-7 * direction) - value(image - 1e-7 * direction)) / 2e-7
+            estimate = (value(image + 1e-9 * direction) - value(image - 1e-9 * direction)) / 2e-9
             assert float(np.sum(gradients[INPUT] * direction)) == pytest.approx(estimate, rel=1e-4, abs=1e-6)
+
+    # HiResCAM, summed over its map, is the derivative of the score along the cam layer's own output
+    cam = attribution.attribute(replica_trace, "logit", target, versus)
+    position = trace.index(cam.gradcam_layer)
+    activation = replica_trace.outputs[cam.gradcam_layer]
+
+    def scaled(factor: float) -> float:
+        outputs = {**replica_trace.outputs, **forward64(trace, image, position + 1, activation * factor)}
+        return attribution.objective_value(Trace(trace.layers, image, {**outputs, **_softmax(outputs)}, trace.weights,
+                                                 trace.flatten_order), "logit", target, versus)
+
+    along = (scaled(1 + 1e-7) - scaled(1 - 1e-7)) / 2e-7
+    assert float(cam.hirescam_native.sum()) == pytest.approx(along, rel=1e-4, abs=1e-6)
 
 
 def _softmax(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -151,6 +166,9 @@ def test_gradcam_sits_on_the_last_conv_layer_and_on_the_input_grid(name: str, di
     assert result.gradcam.shape == (28, 28)
     layer_gradient = attribution.backward(trace, trace.layers[-1].name, np.eye(10)[label])[result.gradcam_layer]
     np.testing.assert_allclose(result.channel_weights, layer_gradient.mean(axis=(1, 2)), rtol=1e-6)
+    activation = trace.outputs[result.gradcam_layer]
+    np.testing.assert_allclose(result.gradcam_native, np.tensordot(result.channel_weights, activation, axes=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.hirescam_native, (layer_gradient * activation).sum(axis=0), rtol=1e-5, atol=1e-6)
     # the resampled map holds the native values at the units' centres
     fields = layer_math.receptive_fields(trace.layers)[result.gradcam_layer]
     centre = fields.centre(3)
