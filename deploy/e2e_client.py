@@ -99,7 +99,14 @@ def cmd_grpc(args: argparse.Namespace) -> None:
 
 
 def cmd_wait_version(args: argparse.Namespace) -> None:
-    """Poll the model's description until the version is served (after a SIGHUP reload)."""
+    """Poll the model's description until the version is served (after a SIGHUP reload), or with
+    --absent check that it is not served yet."""
+    if args.absent:
+        versions = HTTP.get(f"{args.url}/v1/models/{args.model}").raise_for_status().json()["versions"]
+        if args.version in versions:
+            raise CheckFailed(f"{args.model} version {args.version} is served already (versions {versions})")
+        print(f"{args.model}: versions {versions}, not yet {args.version}")
+        return
     deadline = time.monotonic() + args.timeout
     versions: list[int] = []
     while time.monotonic() < deadline:
@@ -285,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("--model", required=True)
     command.add_argument("--version", type=int, required=True)
     command.add_argument("--timeout", type=float, default=30.0)
+    command.add_argument("--absent", action="store_true", help="check that the version is not served yet")
     command = add("spread", cmd_spread)
     command.add_argument("--replicas", required=True, help="the replicas' hostnames, comma-separated")
     command.add_argument("--timeout", type=float, default=60.0)
