@@ -56,9 +56,15 @@ def _value(point: Point, column: Column) -> float:
     return getattr(point.median, column.metric)
 
 
+def answered(point: Point | None) -> bool:
+    """Whether any response came back within the point (a slow server's may all come after it)."""
+    return point is not None and point.median.requests_per_s > 0
+
+
 def best_anchor(results: Results, column: Column) -> Point | None:
-    """The anchors' best point for the column: lowest p50, or most requests (images) per second."""
-    points = [point for anchor in ANCHORS if (point := cell_point(results, anchor, column)) is not None]
+    """The anchors' best point for the column, among those that answered: lowest p50, or most requests
+    (images) per second."""
+    points = [point for anchor in ANCHORS if answered(point := cell_point(results, anchor, column))]
     if not points:
         return None
     pick = min if column.lower_is_better else max
@@ -78,6 +84,8 @@ def times_best(point: Point, best: Point | None, column: Column) -> float | None
 def _cell_text(results: Results, point: Point | None, column: Column, best: Point | None) -> str:
     if point is None:
         return ""
+    if not answered(point):
+        return f"no answer within the point (c={point.concurrency})"
     ratio = times_best(point, best, column)
     suffix = "" if ratio is None else f", {ratio:.2f}×"
     if column.metric == "p50_ms":
@@ -117,12 +125,12 @@ def _throughput_targets(results: Results, request: str) -> list[Target]:
     if point is None or best is None:
         return [Target(rate_title, "not measured", f"{THROUGHPUT_FACTOR:g}×", None),
                 Target(p99_title, "not measured", "the best anchor's", None)]
-    ratio = point.median.requests_per_s / best.median.requests_per_s if best.median.requests_per_s else float("inf")
+    ratio = point.median.requests_per_s / best.median.requests_per_s
     return [
         Target(rate_title, f"{ratio:.2f}× ({point.median.requests_per_s:,.0f} req/s; {best.server_title}: "
                f"{best.median.requests_per_s:,.0f})", f"{THROUGHPUT_FACTOR:g}×", ratio >= THROUGHPUT_FACTOR),
         Target(p99_title, f"{point.median.p99_ms:.1f} ms", f"≤ {best.median.p99_ms:.1f} ms ({best.server_title})",
-               point.median.p99_ms <= best.median.p99_ms),
+               answered(point) and point.median.p99_ms <= best.median.p99_ms),
     ]
 
 
@@ -144,6 +152,9 @@ def _latency_target(results: Results, request: str) -> Target:
     point, best = cell_point(results, SERVICE, column), best_anchor(results, column)
     if point is None or best is None:
         return Target(title, "not measured", "the best anchor's", None)
+    if not answered(point):
+        return Target(title, "no answer within the point", f"≤ {best.median.p50_ms:.2f} ms ({best.server_title})",
+                      False)
     return Target(title, f"{point.median.p50_ms:.2f} ms", f"≤ {best.median.p50_ms:.2f} ms ({best.server_title})",
                   point.median.p50_ms <= best.median.p50_ms)
 

@@ -51,10 +51,12 @@ def _latency_target(results: Results, workload: str, concurrency: int, percentil
     title = f"{workload} at concurrency {concurrency}: {percentile} ≤ naive's"
     point = results.find(TARGET_SERVER, workload, concurrency)
     baseline = results.find(BASELINE_SERVER, BASELINE_WORKLOAD, concurrency)
-    if point is None or baseline is None:
+    if point is None or baseline is None or not baseline.median.requests_per_s:
         return Target(title, "not measured", "naive's", None)
     measured = getattr(point.median, f"{percentile}_ms")
     required = getattr(baseline.median, f"{percentile}_ms")
+    if not point.median.requests_per_s:  # no response within the point: its percentiles read 0
+        return Target(title, "no answer within the point", f"≤ {required:.2f} ms", False)
     return Target(title, f"{measured:.2f} ms", f"≤ {required:.2f} ms", measured <= required)
 
 

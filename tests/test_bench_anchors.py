@@ -296,6 +296,24 @@ def test_issue_18_targets_are_judged_against_the_best_anchor_of_the_run() -> Non
     }
 
 
+def test_a_point_without_any_answer_is_never_the_best_nor_a_met_target() -> None:
+    """A slow server's requests may all come back after the point's end: no p50 of 0 ms wins anything."""
+    nothing = _sample(0, p50=0.0, p99=0.0)
+    results = _results({**ISSUE_SERVICE, ("v2-json", 64): nothing})
+    for point in results.points:
+        if (point.server, point.workload, point.concurrency) == ("kserve", "v2-json", 1):
+            point.runs = [nothing] * 3
+    results.anchor_targets = evaluate_anchor_targets(results)
+    lines = render_anchor_section(results)
+    kserve = next(line for line in lines if line.startswith("| KServe"))
+    assert kserve.startswith("| KServe model server 0.21.0 (V2 REST) | no answer within the point (c=1) |")
+    targets = {target.title: target for target in results.anchor_targets}
+    assert targets["v2-json at concurrency 1: p50 ≤ the best anchor's"].required == \
+        "≤ 2.99 ms (Triton via PyTriton 0.7.0 (dynamic batching))"
+    assert targets["v2-json at concurrency 64: req/s ≥ 1.5× the best anchor's"].met is False
+    assert targets["v2-json at concurrency 64: p99 ≤ that anchor's"].met is False
+
+
 def test_without_anchors_the_report_has_no_anchor_table_and_says_which_were_skipped() -> None:
     results = _results(ISSUE_SERVICE, skipped={"kserve": "kserve: skipped, no environment in x; build it with y"})
     results.points = [point for point in results.points if point.server not in ANCHORS]
