@@ -128,9 +128,11 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--no-first-run", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator["Browser"]:
-    """Debian's Chromium, headless, driven by Playwright (its own browser download is not used)."""
+    """Debian's Chromium, headless, driven by Playwright (its own browser download is not used).
+    Per module: sync Playwright keeps an event loop running on this thread while it is open, and
+    asyncio.run() in later tests would fail beside it."""
     from playwright.sync_api import sync_playwright
 
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
