@@ -48,9 +48,6 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 ENTRY_POINTS = ("overlays/cpu", "overlays/gpu", "models", "training", "kserve/cpu", "kserve/gpu")
 COMPONENTS = ("components/servicemonitor", "components/models-volume", "components/queue-depth-autoscaling")
 ENV_PREFIX = "MNIST_SERVE_"
-# Settings that other issues announced and the manifests already set. grpc_port: issue 17 (the Open
-# Inference Protocol over gRPC, default 8001). An entry is used only while Settings lacks the field.
-ANNOUNCED_SETTINGS = {"grpc_port": 8001}
 KSERVE_MODEL_DIR = "/mnt/models"  # KServe's DefaultModelLocalMountPath, where a storageUri lands
 KSERVE_CONTAINER = "kserve-container"
 KSERVE_MODEL_FIELDS = {"modelFormat", "runtime", "runtimeVersion", "protocolVersion", "storageUri", "storage"}
@@ -140,8 +137,7 @@ def literal_env(container: Object) -> dict[str, str]:
 def setting(container: Object, name: str) -> Any:
     """A setting's value in this container: its environment, else the default."""
     value = literal_env(container).get(ENV_PREFIX + name.upper())
-    fields = Settings.model_fields
-    default = fields[name].default if name in fields else ANNOUNCED_SETTINGS[name]
+    default = Settings.model_fields[name].default
     return default if value is None else type(default)(value)
 
 
@@ -244,7 +240,7 @@ def test_env_names_are_settings_and_values_parse(rendered: dict[str, list[Object
         for container in pod["containers"]:
             names = [item["name"] for item in container.get("env", [])]
             fields = [name.removeprefix(ENV_PREFIX).lower() for name in names if name.startswith(ENV_PREFIX)]
-            unknown = [f for f in fields if f not in Settings.model_fields and f not in ANNOUNCED_SETTINGS]
+            unknown = [f for f in fields if f not in Settings.model_fields]
             assert not unknown, f"{entry}: not settings: {unknown}"
             values = {name.removeprefix(ENV_PREFIX).lower(): value for name, value in literal_env(container).items()
                       if name.startswith(ENV_PREFIX)}
@@ -428,8 +424,7 @@ def test_server_runs_on_a_read_only_root_with_only_tmp_writable(rendered: dict[s
     port = free_port()
     env = {**os.environ, **literal_env(container), "PYTHONUNBUFFERED": "1", "MNIST_SERVE_THREADS": "1",
            "MNIST_SERVE_HOST": "127.0.0.1", "MNIST_SERVE_PORT": str(port), "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR)}
-    if "grpc_port" in Settings.model_fields:
-        env["MNIST_SERVE_GRPC_PORT"] = str(free_port())
+    env["MNIST_SERVE_GRPC_PORT"] = str(free_port())
     log_path = tmp_path / "server.log"
     process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-euc", READ_ONLY_ROOT, "sh",
                                 sys.executable, "-m", "service.cli", "serve"],

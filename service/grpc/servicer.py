@@ -10,8 +10,6 @@ from collections.abc import Mapping, Sequence
 import grpc
 import numpy as np
 
-from service import __version__
-from service.api.v2 import metadata
 from service.batching import BatchResult
 from service.config import Settings
 from service.dataplane import DataPlane
@@ -20,7 +18,7 @@ from service.grpc import codec
 from service.grpc.generated import grpc_service_pb2 as pb
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.status import DeadlineExceeded
-from service.protocol.v2 import model_io
+from service.protocol.v2 import metadata, model_io
 from service.registry import ModelVersion
 from service.repository import ModelRepository, authorize
 
@@ -39,11 +37,6 @@ def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
         if item.key == key:
             return item.value if isinstance(item.value, str) else None
     return None
-
-
-def extensions(settings: Settings) -> list[str]:
-    """The same list as GET /v2."""
-    return ["binary_tensor_data"] + (["model_repository"] if settings.admin_allowed else [])
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -74,12 +67,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest,
                              context: grpc.aio.ServicerContext) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="mnist-serve", version=__version__, extensions=extensions(self.settings))
+        return pb.ServerMetadataResponse(**metadata.server(self.settings))
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest,
                             context: grpc.aio.ServicerContext) -> pb.ModelMetadataResponse:
         """GET /v2/models/{name}'s document, less `parameters` (the gRPC message has no such field)."""
-        described = metadata(self.plane.describe(self.plane.resolve(model_name(request.name), request.version or None)))
+        described = metadata.model(self.plane.describe(self.plane.resolve(model_name(request.name), request.version or None)))
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=described["name"], versions=described["versions"], platform=described["platform"],

@@ -1,0 +1,36 @@
+"""What the Open Inference Protocol says about the server and a model, for REST and gRPC alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, NUM_CLASSES, PROBABILITIES
+from service import __version__
+from service.config import Settings
+from service.dataplane import ModelDescription
+from service.protocol.v2.datatypes import OUTPUT_DATATYPE
+
+SERVER_NAME = "mnist-serve"
+PLATFORM = "onnxruntime_onnx"
+
+
+def extensions(settings: Settings) -> list[str]:
+    """Triton's extensions this server implements; the model repository only where it is on."""
+    return ["binary_tensor_data"] + (["model_repository"] if settings.admin_allowed else [])
+
+
+def server(settings: Settings) -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": __version__, "extensions": extensions(settings)}
+
+
+def model(description: ModelDescription) -> dict[str, Any]:
+    outputs = [{"name": out, "datatype": OUTPUT_DATATYPE, "shape": [-1, NUM_CLASSES]} for out in (LOGITS, PROBABILITIES)]
+    outputs += [{"name": layer.name, "datatype": OUTPUT_DATATYPE, "shape": [-1, *layer.shape]}
+                for layer in description.layers]
+    return {
+        "name": description.name, "versions": [str(v) for v in description.versions], "platform": PLATFORM,
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *INPUT_SHAPE]}], "outputs": outputs,
+        "parameters": {"framework": description.metadata.framework, "architecture": description.metadata.architecture,
+                       "provider": description.provider, "version": str(description.version),
+                       "max_batch_size": description.batching.max_batch_size},
+    }
