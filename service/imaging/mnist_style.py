@@ -7,6 +7,8 @@ so that its centre of mass is at the centre.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -28,11 +30,25 @@ def to_working_size(gray: np.ndarray, working_side: int = WORKING_SIDE) -> np.nd
     return np.asarray(Image.fromarray(gray.astype(np.float32), "F").resize(size, Image.Resampling.BOX))
 
 
-def frame_digit(ink: np.ndarray) -> np.ndarray:
-    """Ink (bright on 0) -> [28, 28]: crop, longer side to 20 px, centre of mass at the centre."""
+@dataclass(frozen=True)
+class Framing:
+    """The framing's steps (the page shows them): the ink's box, its scaling, where it was pasted,
+    its centre of mass there and the shift that centred it."""
+
+    input: np.ndarray  # [28, 28]
+    crop: tuple[int, int, int, int] | None = None  # top, left, bottom, right (inclusive) of the ink; None: no ink
+    scale: float = 0.0  # the box's longer side -> DIGIT_BOX
+    placed: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, height, width of the scaled ink in 28x28
+    centre_of_mass: tuple[float, float] = ((SIZE - 1) / 2, (SIZE - 1) / 2)  # before the shift
+    shift: tuple[int, int] = (0, 0)  # rows, columns
+
+
+def frame_steps(ink: np.ndarray) -> Framing:
+    """Ink (bright on 0) -> [28, 28], with each step's geometry: crop, longer side to 20 px,
+    centre of mass at the centre."""
     peak = float(ink.max())
     if peak <= 0.0:
-        return np.zeros((SIZE, SIZE), np.float32)
+        return Framing(np.zeros((SIZE, SIZE), np.float32))
     rows = np.nonzero((ink > INK_THRESHOLD * peak).any(axis=1))[0]
     cols = np.nonzero((ink > INK_THRESHOLD * peak).any(axis=0))[0]
     cropped = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] / peak
@@ -44,13 +60,21 @@ def frame_digit(ink: np.ndarray) -> np.ndarray:
     canvas = np.zeros((SIZE, SIZE), np.float32)
     top, left = (SIZE - resized.shape[0]) // 2, (SIZE - resized.shape[1]) // 2
     canvas[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
-    return _centre_of_mass_shift(canvas)
+    centre, shift = _centre_of_mass_shift(canvas)
+    return Framing(np.roll(canvas, shift, axis=(0, 1)), (int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])),
+                   scale, (top, left, resized.shape[0], resized.shape[1]), centre, shift)
 
 
-def _centre_of_mass_shift(canvas: np.ndarray) -> np.ndarray:
+def frame_digit(ink: np.ndarray) -> np.ndarray:
+    """Ink (bright on 0) -> [28, 28]: crop, longer side to 20 px, centre of mass at the centre."""
+    return frame_steps(ink).input
+
+
+def _centre_of_mass_shift(canvas: np.ndarray) -> tuple[tuple[float, float], tuple[int, int]]:
+    """The canvas's centre of mass, and the (rows, columns) roll that brings it to the centre."""
     total = float(canvas.sum())
     if total <= 0:
-        return canvas
+        return ((SIZE - 1) / 2, (SIZE - 1) / 2), (0, 0)
     ys, xs = np.indices(canvas.shape)
     cy, cx = float((ys * canvas).sum() / total), float((xs * canvas).sum() / total)
     dy, dx = int(round((SIZE - 1) / 2 - cy)), int(round((SIZE - 1) / 2 - cx))
@@ -58,7 +82,7 @@ def _centre_of_mass_shift(canvas: np.ndarray) -> np.ndarray:
     # keep the whole digit inside the frame
     dy = int(np.clip(dy, -rows.min(), SIZE - 1 - rows.max()))
     dx = int(np.clip(dx, -cols.min(), SIZE - 1 - cols.max()))
-    return np.roll(canvas, (dy, dx), axis=(0, 1))
+    return (cy, cx), (dy, dx)
 
 
 def mnist_style(gray: np.ndarray) -> np.ndarray:
