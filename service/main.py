@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from service import __version__
-from service.api import health, page, repository, v1, v2
+from service.api import health, insight, page, repository, v1, v2
 from service.api.responses import error_body
 from service.api.routing import validation_message
 from service.config import Settings
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dataplane = DataPlane(registry, settings)
     app.state.repository = ModelRepository(registry)
     install_error_handlers(app)
-    for module in (v1, v2, repository, health, page):
+    for module in (v1, insight, v2, repository, health, page):
         app.router.routes.extend(module.routes())
     page.mount_static(app)
     if settings.cors_origins:
