@@ -1,44 +1,26 @@
-"""The web page (service/static/) in real headless Chromium, driven by Playwright, against a real
-`mnist-serve serve` on the committed models: drawing, upload, layers, kernels, occlusion, model
-picker, side by side, errors, a phone-sized screen, and the README screenshot."""
+"""The page (service/static/) in real headless Chromium, driven by Playwright, against a real
+`mnist-serve serve` on the committed models: the one-screen layout at 1280x800 and on a phone, live
+updates while drawing, the layers, the model and version picker, accessibility, and a happy path
+with no console error. Inspection, attribution and input honesty: tests/test_page_insight.py;
+errors, restarts and the busy state: tests/test_page_resilience.py."""
 
 from __future__ import annotations
 
-import io
-import math
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
+from tests.page_screenshot import capture
+from tests.page_driver import (DESKTOP, ONE, PHONE, Console, draw, draw_one, draw_with_touch, draw_zero, in_viewport,
+                               open_page, probabilities, wait_settled)
+
 pytestmark = pytest.mark.slow
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
-SETTLE_TIMEOUT_MS = 30_000
-
-Point = tuple[float, float]  # fractions of the pad's width and height
-
-SETTLED = """() => {
-  const app = document.querySelector('#app');
-  return app.dataset.pending === '0' && app.dataset.seq === app.dataset.settledSeq && app.dataset.state !== 'busy';
-}"""
-
-CANVAS_PIXELS = """(canvas) => {
-  const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  let lit = 0, red = 0;
-  for (let i = 0; i < data.length; i += 4) {
-    if (data[i] + data[i + 1] + data[i + 2] > 60) lit += 1;
-    if (data[i] > data[i + 2] + 40 && data[i] > data[i + 1] + 40) red += 1;
-  }
-  return {lit, red, total: data.length / 4};
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -47,304 +29,204 @@ def served_models(live_server: str) -> dict[str, dict[str, Any]]:
     return {model["name"]: model for model in listing["models"]}
 
 
-def open_page(browser: Browser, url: str, viewport: dict[str, int] = DESKTOP, touch: bool = False) -> tuple[Page, list[str]]:
-    """The page with its models loaded, and the list its uncaught script errors are collected in."""
-    page = browser.new_page(viewport=viewport, has_touch=touch, is_mobile=touch)
-    script_errors: list[str] = []
-    page.on("pageerror", lambda error: script_errors.append(str(error)))
-    page.goto(url)
-    page.wait_for_function("() => document.querySelector('#app').dataset.state === 'idle'", timeout=SETTLE_TIMEOUT_MS)
-    return page, script_errors
-
-
 @pytest.fixture
 def page(browser: Browser, live_server: str) -> Iterator[Page]:
-    page, script_errors = open_page(browser, live_server)
+    page, console = open_page(browser, live_server)
     yield page
     page.close()
-    assert script_errors == [], f"uncaught script errors: {script_errors}"
+    assert console.unexpected() == [], f"console errors: {console.unexpected()}"
 
 
-def draw(page: Page, points: list[Point], steps: int = 3) -> None:
-    """One stroke with the mouse (Pointer Events) through the given points of the pad."""
-    box = page.locator("#pad").bounding_box()
-    assert box is not None
-    absolute = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in points]
-    page.mouse.move(*absolute[0])
-    page.mouse.down()
-    for x, y in absolute[1:]:
-        page.mouse.move(x, y, steps=steps)
-    page.mouse.up()
+def layer_names(page: Page) -> list[str]:
+    return page.locator("#layers .layer").evaluate_all("layers => layers.map(l => l.dataset.layer)")
 
 
-def draw_with_touch(page: Page, points: list[Point], steps: int = 8) -> None:
-    """One stroke with a finger: touch events straight into Chromium's input pipeline (CDP)."""
-    box = page.locator("#pad").bounding_box()
-    assert box is not None
-    absolute = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in points]
-    path = [absolute[0]]
-    for (x0, y0), (x1, y1) in zip(absolute, absolute[1:]):
-        path += [(x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps) for i in range(1, steps + 1)]
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": path[0][0], "y": path[0][1]}]})
-    for x, y in path[1:]:
-        cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": [{"x": x, "y": y}]})
-    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
-    cdp.detach()
-
-
-ONE_STROKE: list[Point] = [(0.5, 0.12), (0.5, 0.5), (0.5, 0.88)]
-
-
-def draw_one(page: Page) -> None:
-    draw(page, ONE_STROKE, steps=8)
-
-
-def draw_zero(page: Page) -> None:
-    ring = [(0.5 + 0.24 * math.sin(2 * math.pi * i / 40), 0.5 - 0.34 * math.cos(2 * math.pi * i / 40)) for i in range(41)]
-    draw(page, ring, steps=2)
-
-
-def wait_settled(page: Page) -> None:
-    page.wait_for_function(SETTLED, timeout=SETTLE_TIMEOUT_MS)
-
-
-def probabilities(page: Page, scope: str = "#probabilities") -> dict[int, float]:
-    rows = page.locator(f"{scope} .prob").evaluate_all("rows => rows.map(row => [row.dataset.digit, row.dataset.value])")
-    return {int(digit): float(value) for digit, value in rows}
-
-
-def canvas_pixels(page: Page, selector: str) -> dict[str, int]:
-    return page.locator(selector).evaluate(CANVAS_PIXELS)
-
-
-def png_bytes(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_page_lists_the_served_models(page: Page, served_models: dict[str, dict[str, Any]]) -> None:
+def test_page_lists_the_models_and_their_versions(page: Page, served_models: dict[str, dict[str, Any]]) -> None:
     options = page.locator("#model-select option")
     expect(options).to_have_count(len(served_models))
     assert sorted(options.evaluate_all("opts => opts.map(o => o.value)")) == sorted(served_models)
     expect(page.locator("#model-select")).to_have_value("cnn-pytorch")
-    expect(page.locator("#model-select option[value='cnn-pytorch']")).to_contain_text("test accuracy")
+    versions = page.locator("#version-select option").evaluate_all("opts => opts.map(o => Number(o.value))")
+    assert versions == sorted(served_models["cnn-pytorch"]["versions"], reverse=True)
+    expect(page.locator("#version-select")).to_have_value(str(served_models["cnn-pytorch"]["version"]))
     expect(page.locator("#model-info")).to_contain_text("PyTorch")
-    names = page.locator("#layers .layer").evaluate_all("sections => sections.map(s => s.dataset.layer)")
-    assert names == [layer["name"] for layer in served_models["cnn-pytorch"]["layers"]]
+    assert layer_names(page) == [layer["name"] for layer in served_models["cnn-pytorch"]["layers"]]
+    expect(page.locator("#prediction")).to_have_text("–")
     expect(page.locator("#error")).to_be_hidden()
-    expect(page.locator("#prediction")).to_have_text("–")
 
 
-def test_drawing_a_one_then_a_zero(page: Page) -> None:
-    draw_one(page)
-    wait_settled(page)
-    expect(page.locator("#prediction")).to_have_text("1")
-    expect(page.locator("#probabilities .prob")).to_have_count(10)
-    shown = probabilities(page)
-    assert sorted(shown) == list(range(10))
-    assert sum(shown.values()) == pytest.approx(1.0, abs=1e-3)
-    assert max(shown, key=shown.get) == 1
-    expect(page.locator("#probabilities .prob.top")).to_have_attribute("data-digit", "1")
-    model_input = canvas_pixels(page, "#model-input")
-    assert model_input["total"] == 28 * 28
-    assert 20 < model_input["lit"] < 28 * 28 / 2  # a thin vertical stroke, after preprocessing
-
-    page.click("#clear")
-    expect(page.locator("#prediction")).to_have_text("–")
-    assert all(value == "" for value in page.locator("#probabilities .prob").evaluate_all("r => r.map(x => x.dataset.value)"))
-
+def test_one_screen_at_1280x800(page: Page, served_models: dict[str, dict[str, Any]]) -> None:
+    """Pad, prediction, probabilities, the Why map and every layer, drawn, all inside 1280x800."""
     draw_zero(page)
     wait_settled(page)
     expect(page.locator("#prediction")).to_have_text("0")
-    assert max(probabilities(page).items(), key=lambda item: item[1])[0] == 0
-    expect(page.locator("#error")).to_be_hidden()
+    assert page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]") == \
+        [DESKTOP["width"], DESKTOP["height"]]
+    for selector in ("#pad", "#prediction", "#model-input", "#probabilities", "#attribution", "#attribution-legend",
+                     "#steps", "#clear", ".upload", "#model-select"):
+        assert in_viewport(page, selector), selector
+    expect(page.locator("#attribution")).to_have_attribute("data-drawn", "true")
+    for layer in served_models["cnn-pytorch"]["layers"]:
+        column = f"#layers .layer[data-layer='{layer['name']}']"
+        assert in_viewport(page, column), layer["name"]
+        if len(layer["shape"]) == 3:
+            tiles = page.locator(f"{column} img.tile[src^='data:image/png']")
+            expect(tiles).to_have_count(layer["shape"][0])
+            assert tiles.evaluate_all("""ts => ts.every(t => { const r = t.getBoundingClientRect();
+                return t.complete && t.naturalWidth > 0 && r.width >= 4 && r.bottom <= window.innerHeight; })"""), layer["name"]
+        else:
+            expect(page.locator(f"{column} canvas.units")).to_have_attribute("data-drawn", "true")
+        assert float(page.locator(column).get_attribute("data-min")) <= float(page.locator(column).get_attribute("data-max"))
+        expect(page.locator(f"{column} [data-testid=layer-range]")).not_to_be_empty()
 
 
-def test_undo_removes_the_last_stroke(page: Page) -> None:
+def test_it_updates_while_drawing(page: Page) -> None:
+    """A slow stroke: the prediction and the layers arrive before the pen is lifted."""
+    points = [(0.5, 0.12 + 0.76 * step / 12) for step in range(13)]
+    box = page.locator("#pad").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=2)
+        page.wait_for_timeout(120)
+    page.wait_for_function("() => document.querySelector('#prediction').textContent !== '–'", timeout=10_000)
+    assert page.locator("#layers .layer[data-layer='conv1']").get_attribute("data-min") is not None
+    page.mouse.up()
+    wait_settled(page)
+    expect(page.locator("#prediction")).to_have_text("1")
+
+
+def test_drawing_undo_and_clear(page: Page) -> None:
     draw_one(page)
     wait_settled(page)
-    draw(page, [(0.2, 0.3), (0.8, 0.3)])  # a bar across: no longer a plain 1
+    expect(page.locator("#prediction")).to_have_text("1")
+    shown = probabilities(page)
+    assert sorted(shown) == list(range(10)) and sum(shown.values()) == pytest.approx(1.0, abs=1e-3)
+    expect(page.locator("#probabilities .prob.top")).to_have_attribute("data-digit", "1")
+    expect(page.locator("#probabilities .prob[aria-checked=true]")).to_have_attribute("data-digit", "1")
+    draw(page, [(0.2, 0.3), (0.8, 0.3)])  # a bar across
     wait_settled(page)
     page.click("#undo")
     wait_settled(page)
     expect(page.locator("#prediction")).to_have_text("1")
-    page.click("#undo")
+    page.click("#clear")
     expect(page.locator("#prediction")).to_have_text("–")
+    assert probabilities(page) == {}
+    expect(page.locator("#layers .layer[data-min]")).to_have_count(0)
     expect(page.locator("#undo")).to_be_disabled()
 
 
-def test_every_layer_shows_its_feature_maps_histogram_and_kernels(
-        page: Page, served_models: dict[str, dict[str, Any]]) -> None:
-    draw_one(page)
-    wait_settled(page)
-    for layer in served_models["cnn-pytorch"]["layers"]:
-        section = page.locator(f"#layers .layer[data-layer='{layer['name']}']")
-        expected = layer["shape"][0] if len(layer["shape"]) == 3 else 1
-        maps = section.locator("[data-testid=feature-maps] img[src^='data:image/png']")
-        expect(maps).to_have_count(expected)
-        assert maps.evaluate_all("imgs => imgs.every(img => img.complete && img.naturalWidth > 0)"), layer["name"]
-        expect(section.locator("[data-testid=histogram]")).to_have_attribute("data-drawn", "true")
-        expect(section.locator("[data-testid=layer-stats]")).to_contain_text("mean")
-        if layer["kind"] == "conv":
-            kernels = section.locator("[data-testid=kernels] img")
-            expect(kernels).to_have_count(layer["shape"][0])
-            expect(kernels.first).to_be_visible()
-            assert kernels.evaluate_all("imgs => imgs.every(img => img.complete && img.naturalWidth > 0)")
-        else:
-            expect(section.locator("[data-testid=kernels]")).to_have_count(0)
-
-
-def test_a_feature_map_enlarges_with_its_value_range(page: Page) -> None:
-    draw_one(page)
-    wait_settled(page)
-    section = page.locator("#layers .layer[data-layer='relu1']")
-    section.locator(".fmap").nth(3).click()
-    dialog = page.locator("#fmap-dialog")
-    expect(dialog).to_be_visible()
-    expect(page.locator("#fmap-title")).to_have_text("relu1 channel 3")
-    expect(page.locator("#fmap-range")).to_contain_text("Values")
-    low, high = float(dialog.get_attribute("data-min")), float(dialog.get_attribute("data-max"))
-    assert 0.0 <= low <= high  # a ReLU's output
-    page.keyboard.press("Escape")
-    expect(dialog).to_be_hidden()
-    section.locator("summary").first.click()  # layers collapse
-    expect(section.locator("[data-testid=feature-maps]")).to_be_hidden()
-
-
-def test_occlusion_map_is_drawn_and_follows_its_controls(page: Page) -> None:
-    draw_one(page)
-    wait_settled(page)
-    occlusion = page.locator("#occlusion")
-    expect(occlusion).to_have_attribute("data-target", "1")
-    expect(occlusion).to_have_attribute("data-patch", "5")
-    assert canvas_pixels(page, "#occlusion")["red"] > 100  # covering the stroke lowers p(1)
-    expect(page.locator("#occlusion-caption")).to_contain_text("p(1)")
-
-    page.focus("#occlusion-patch")
-    page.keyboard.press("ArrowRight")  # keyboard reachable: patch 5 -> 6
-    expect(occlusion).to_have_attribute("data-patch", "6", timeout=SETTLE_TIMEOUT_MS)
-    page.select_option("#occlusion-target", "7")
-    expect(occlusion).to_have_attribute("data-target", "7", timeout=SETTLE_TIMEOUT_MS)
-
-
-def test_model_picker_switches_the_model(page: Page, served_models: dict[str, dict[str, Any]]) -> None:
+def test_model_and_version_picker(page: Page, served_models: dict[str, dict[str, Any]]) -> None:
     other = "lenet-pytorch" if "lenet-pytorch" in served_models else "cnn-tensorflow"
     draw_one(page)
     wait_settled(page)
-    with page.expect_response(lambda response: f"/v1/models/{other}/activations" in response.url) as answer:
+    with page.expect_response(lambda response: f"/v1/models/{other}/versions/" in response.url
+                              and "/activations" in response.url) as answer:
         page.select_option("#model-select", other)
     assert answer.value.ok
     wait_settled(page)
     expect(page.locator("#prediction")).to_have_text("1")
     expect(page.locator("#model-info")).to_contain_text(served_models[other]["architecture"])
-    first = served_models[other]["layers"][0]
-    maps = page.locator(f"#layers .layer[data-layer='{first['name']}'] [data-testid=feature-maps] img[src^='data:']")
-    expect(maps).to_have_count(first["shape"][0])
-    expect(page.locator("#layers .layer")).to_have_count(len(served_models[other]["layers"]))
+    assert layer_names(page) == [layer["name"] for layer in served_models[other]["layers"]]
+    versions = served_models[other]["versions"]
+    expect(page.locator("#version-select option")).to_have_count(len(versions))
+    if len(versions) > 1:
+        oldest = str(min(versions))
+        with page.expect_response(lambda response: f"/versions/{oldest}/activations" in response.url) as answer:
+            page.select_option("#version-select", oldest)
+        assert answer.value.ok
+        wait_settled(page)
+        expect(page.locator("#model-info")).to_contain_text(f"version {oldest}")
 
 
-def test_side_by_side_shows_both_frameworks(page: Page, served_models: dict[str, dict[str, Any]]) -> None:
-    assert {"cnn-pytorch", "cnn-tensorflow"} <= set(served_models)
-    page.check("#side-by-side")
-    expect(page.locator("#compare")).to_be_visible()
-    draw_zero(page)
-    wait_settled(page)
-    columns = page.locator("#compare .compare-column[data-model]")
-    expect(columns).to_have_count(2)
-    assert columns.evaluate_all("cols => cols.map(c => c.dataset.model)") == ["cnn-pytorch", "cnn-tensorflow"]
-    for name in ("cnn-pytorch", "cnn-tensorflow"):
-        column = f"#compare .compare-column[data-model='{name}']"
-        expect(page.locator(f"{column} .compare-prediction")).to_have_text("0")
-        assert sum(probabilities(page, f"{column} .probabilities").values()) == pytest.approx(1.0, abs=1e-3)
-    page.uncheck("#side-by-side")
-    expect(page.locator("#compare")).to_be_hidden()
-
-
-def test_uploading_a_png_predicts_its_label(
-        page: Page, mnist_test_set: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
-    images, labels = mnist_test_set
-    index = int(np.nonzero(labels == 7)[0][0])
-    dark_on_light = 255 - np.asarray(images[index], dtype=np.uint8)
-    scaled = np.asarray(Image.fromarray(dark_on_light).resize((112, 112), Image.Resampling.BILINEAR))
-    path = tmp_path / "seven.png"
-    path.write_bytes(png_bytes(scaled))
-    page.set_input_files("#upload", str(path))
-    wait_settled(page)
-    expect(page.locator("#prediction")).to_have_text(str(int(labels[index])))
-    expect(page.locator("#pad-status")).to_contain_text("seven.png")
-    assert canvas_pixels(page, "#pad")["lit"] > 280 * 280 / 2  # shown as uploaded: light background
-
-
-def test_an_error_from_the_service_is_shown(page: Page, tmp_path: Path) -> None:
-    path = tmp_path / "not-a-digit.png"
-    path.write_bytes(b"these bytes are no image")
-    with page.expect_response(lambda response: "/activations" in response.url) as answer:
-        page.set_input_files("#upload", str(path))
-    assert answer.value.status == 422
-    error = page.locator("#error")
-    expect(error).to_be_visible()
-    expect(error).to_have_attribute("role", "alert")
-    expect(error).to_contain_text("422")
-    expect(error).to_contain_text("not a readable image")
-    expect(page.locator("#app")).to_have_attribute("data-state", "error")
-
-    page.click("#clear")
-    draw_one(page)
-    wait_settled(page)
-    expect(error).to_be_hidden()
-    expect(page.locator("#prediction")).to_have_text("1")
-
-
-def test_an_unreachable_service_is_shown(page: Page) -> None:
-    page.route("**/activations*", lambda route: route.abort("connectionrefused"))
-    draw_one(page)
-    wait_settled(page)
-    expect(page.locator("#error")).to_be_visible()
-    expect(page.locator("#error")).to_contain_text("unreachable")
-
-
-def test_phone_screen_and_keyboard(browser: Browser, live_server: str) -> None:
-    page, script_errors = open_page(browser, live_server, viewport=PHONE, touch=True)
+def test_phone_keeps_the_prediction_in_view_while_drawing(browser: Browser, live_server: str) -> None:
+    page, console = open_page(browser, live_server, viewport=PHONE, touch=True)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
-    pad = page.locator("#pad").bounding_box()
-    assert pad is not None and pad["width"] <= PHONE["width"]
+    assert in_viewport(page, "#pad") and in_viewport(page, "#result-bar")
     page.evaluate("""() => { window.pointerTypes = new Set();
         document.querySelector('#pad').addEventListener('pointermove', e => window.pointerTypes.add(e.pointerType)); }""")
     scroll_before = page.evaluate("() => window.scrollY")
-    draw_with_touch(page, ONE_STROKE)
+    draw_with_touch(page, ONE)
     wait_settled(page)
     assert page.evaluate("() => [...window.pointerTypes]") == ["touch"]
     assert page.evaluate("() => window.scrollY") == scroll_before  # the stroke drew; it did not scroll the page
     expect(page.locator("#prediction")).to_have_text("1")
+    assert in_viewport(page, "#prediction") and in_viewport(page, "#pad")
+    page.evaluate("() => window.scrollTo(0, document.querySelector('#network').offsetTop)")  # further down:
+    assert in_viewport(page, "#result-bar")  # the prediction bar stays on top
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    page.close()
+    assert console.unexpected() == []
 
-    unnamed = page.evaluate("""() => [...document.querySelectorAll('button, input, select, canvas#pad')]
+
+def test_roles_names_and_tab_order(page: Page) -> None:
+    pad = page.locator("#pad")
+    expect(pad).to_have_attribute("role", "application")
+    assert "Drawing pad" in pad.get_attribute("aria-label")
+    assert page.locator("#pad-help").inner_text().strip()  # the text alternative: what to do without a pointer
+    assert page.locator("[role=listitem] button, button[role]:not([role=tab]), [role=button]").count() == 0
+    assert page.evaluate("() => [...document.querySelectorAll('[onclick], div[tabindex], span[tabindex]')]"
+                         ".filter(el => !el.getAttribute('role')).length") == 0
+    expect(page.locator("#probabilities[role=radiogroup] [role=radio]")).to_have_count(10)
+    expect(page.locator("#tabs[role=tablist] [role=tab]")).to_have_count(4)
+    expect(page.locator("#layers [role=listbox]").first).to_have_attribute("aria-activedescendant", "map-conv1-0")
+    controls = "button, input, select, [role=application], [role=listbox], [role=slider], [role=radio], [role=tab]"
+    unnamed = page.evaluate(f"""() => [...document.querySelectorAll('{controls}')]
         .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
                       && !el.getAttribute('aria-labelledby') && !el.textContent.trim())
         .map(el => el.id || el.outerHTML.slice(0, 80))""")
     assert unnamed == []
 
-    reached: list[str] = []
-    for _ in range(25):
-        page.keyboard.press("Tab")
-        reached.append(page.evaluate("() => document.activeElement.id"))
-    for control in ("model-select", "side-by-side", "pad", "clear", "undo", "upload", "occlusion-patch",
-                    "occlusion-stride", "occlusion-target"):
-        assert control in reached, f"#{control} is not reachable with Tab: {reached}"
-    page.close()
-    assert script_errors == []
-
-
-def test_screenshot_of_a_full_drawn_state(page: Page, artifacts_dir: Path) -> None:
-    page.check("#side-by-side")
-    draw_zero(page)
+    draw_one(page)  # Clear and Undo are disabled while the pad is empty
     wait_settled(page)
-    expect(page.locator("#prediction")).to_have_text("0")
-    expect(page.locator("#occlusion")).to_have_attribute("data-drawn", "true")
-    page.screenshot(path=str(artifacts_dir / "page.png"), full_page=True)
-    docs_screenshot = REPO_ROOT / "docs" / "screenshot.png"
-    page.screenshot(path=str(docs_screenshot))
-    with Image.open(docs_screenshot) as shot:
-        assert shot.size == (DESKTOP["width"], DESKTOP["height"])
+    reached: list[str] = []
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("() => { const el = document.activeElement; return el.id || el.dataset.layer || "
+                                     "el.closest('[data-layer]')?.dataset.layer || el.getAttribute('role') || el.tagName; }"))
+    first_cycle = reached[: reached.index(reached[0], 1)] if reached[0] in reached[1:] else reached
+    assert 15 <= len(set(first_cycle)) <= 45, first_cycle
+    for control in ("model-select", "pad", "clear", "upload", "tab-why", "attribution-method", "conv1", "fc2"):
+        assert control in reached, f"#{control} is not reachable with Tab: {reached}"
+
+
+def test_a_happy_path_writes_nothing_to_the_console(browser: Browser, live_server: str, artifacts_dir: Path) -> None:
+    """Draw, every tab, a unit, another digit, another model: no error and no warning on the console;
+    the time from the end of each stroke to the prediction and to every layer drawn is recorded."""
+    page, console = open_page(browser, live_server)
+    timings = []
+    for stroke in (ONE, ZERO_SMALL, ONE):
+        if page.locator("#clear").is_enabled():
+            page.click("#clear")
+        draw(page, stroke, steps=3)
+        wait_settled(page)
+        timings.append({"prediction_ms": int(page.locator("#app").get_attribute("data-prediction-ms")),
+                        "layers_ms": int(page.locator("#app").get_attribute("data-layers-ms"))})
+    for tab in ("#tab-unit", "#tab-frameworks", "#tab-occlusion", "#tab-why"):
+        page.click(tab)
+        wait_settled(page)
+    page.locator("#layers .layer[data-layer='conv2'] .tile").nth(3).click()
+    wait_settled(page)
+    page.locator("#probabilities .prob[data-digit='7']").click()
+    wait_settled(page)
+    page.select_option("#model-select", "cnn-tensorflow")
+    wait_settled(page)
+    page.close()
+    (artifacts_dir / "page-timing.json").write_text(json.dumps(timings, indent=2))
+    assert console.errors == [] and console.warnings == [] and console.uncaught == []
+    assert all(0 < timing["prediction_ms"] <= timing["layers_ms"] < 10_000 for timing in timings), timings
+
+
+def test_screenshots(browser: Browser, live_server: str, artifacts_dir: Path) -> None:
+    """The README's scene at both sizes, into test-artifacts/ (docs/screenshot.png is regenerated
+    by `python -m tests.page_screenshot docs/screenshot.png`, never by a test)."""
+    for name, viewport in (("page-desktop.png", DESKTOP), ("page-phone.png", PHONE)):
+        capture(browser, live_server, artifacts_dir / name, viewport)
+        with Image.open(artifacts_dir / name) as shot:
+            assert shot.size == (viewport["width"], viewport["height"])
+
+
+ZERO_SMALL = [(0.5 + 0.18 * x, 0.5 + 0.26 * y) for x, y in
+              ((0.0, -1.0), (0.7, -0.7), (1.0, 0.0), (0.7, 0.7), (0.0, 1.0), (-0.7, 0.7), (-1.0, 0.0), (-0.7, -0.7),
+               (0.0, -1.0))]

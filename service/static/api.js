@@ -59,38 +59,59 @@ function query(params) {
   return entries.length ? `?${new URLSearchParams(entries.map(([k, v]) => [k, String(v)]))}` : "";
 }
 
-/** GET /v1/models: {default_model, models: [ModelInfo, ...]} */
+/** GET /v1/models: {default_model, models: [ModelInfo, ...]} (the latest version of each) */
 export function listModels() {
   return requestJson("/v1/models");
 }
 
+/** The path of a model version: /v1/models/{name}/versions/{version}. */
+function modelPath({ name, version }) {
+  return `/v1/models/${path(name)}/versions/${path(version)}`;
+}
+
+/** GET /v1/models/{name}/versions/{v}: that version's ModelInfo. */
+export function describe(ref) {
+  return requestJson(modelPath(ref));
+}
+
+const imageBody = (imageBase64) => ({ image_base64: imageBase64 });
+
 /**
- * POST /v1/models/{name}/activations?encoding=png: prediction, the preprocessed input and every
- * layer's output (one grayscale PNG per channel, stats with a histogram).
- * @param {string} model
+ * POST .../activations?encoding=png: prediction, the preprocessed input and every layer's output
+ * (one grayscale PNG per channel over the layer's min..max).
+ * @param {{name: string, version: number}} ref
  * @param {string} imageBase64 an encoded image (PNG, JPEG, ...) in base64
  */
-export function activations(model, imageBase64) {
-  return requestJson(`/v1/models/${path(model)}/activations${query({ encoding: "png" })}`,
-    { method: "POST", body: { image_base64: imageBase64 } });
+export function activations(ref, imageBase64) {
+  return requestJson(`${modelPath(ref)}/activations${query({ encoding: "png" })}`, { method: "POST", body: imageBody(imageBase64) });
 }
 
-/** POST /v1/models/{name}/predict with one encoded image: {model, version, predictions: [...]} */
-export function predict(model, imageBase64) {
-  return requestJson(`/v1/models/${path(model)}/predict`, { method: "POST", body: { image_base64: imageBase64 } });
+/** POST .../attribution: saliency, gradient x input and Grad-CAM maps for `target` (null: predicted). */
+export function attribution(ref, imageBase64, { target, versus }) {
+  return requestJson(`${modelPath(ref)}/attribution${query({ target, versus })}`, { method: "POST", body: imageBody(imageBase64) });
+}
+
+/** POST .../inspect?layer=&unit=[&at=y,x]: one unit's values, kernels, receptive field, contributions. */
+export function inspect(ref, imageBase64, { layer, unit, y = null, x = null }) {
+  const at = y === null || x === null ? null : `${y},${x}`;
+  return requestJson(`${modelPath(ref)}/inspect${query({ layer, unit, at })}`, { method: "POST", body: imageBody(imageBase64) });
+}
+
+/** POST .../input-check: the preprocessing steps and warnings about the input. */
+export function inputCheck(ref, imageBase64) {
+  return requestJson(`${modelPath(ref)}/input-check`, { method: "POST", body: imageBody(imageBase64) });
+}
+
+/** POST /v1/compare?models=a:v,b:v: two models of one architecture on one input. */
+export function compare(refs, imageBase64, { target }) {
+  const models = refs.map(({ name, version }) => `${name}:${version}`).join(",");
+  return requestJson(`/v1/compare${query({ models, target })}`, { method: "POST", body: imageBody(imageBase64) });
 }
 
 /**
- * POST /v1/models/{name}/explain: occlusion sensitivity of p(target).
+ * POST .../explain: occlusion sensitivity of p(target).
  * @param {{patch: number, stride: number, target: number|null}} options target null: the predicted class
  */
-export function explain(model, imageBase64, { patch, stride, target }) {
-  return requestJson(`/v1/models/${path(model)}/explain${query({ patch, stride, target })}`,
-    { method: "POST", body: { image_base64: imageBase64 } });
-}
-
-/** GET /v1/models/{name}/versions/{v}/layers/{layer}/weights?encoding=png */
-export function layerWeights(model, version, layer) {
-  return requestJson(
-    `/v1/models/${path(model)}/versions/${path(version)}/layers/${path(layer)}/weights${query({ encoding: "png" })}`);
+export function explain(ref, imageBase64, { patch, stride, target }) {
+  return requestJson(`${modelPath(ref)}/explain${query({ patch, stride, target })}`, { method: "POST", body: imageBody(imageBase64) });
 }

@@ -1,102 +1,95 @@
 /**
- * mnist-serve's web page: draw or upload a digit; see what the served CNN saw, what it predicts,
- * what every layer computes, and where it looks. Plain ES modules, no build step.
+ * mnist-serve's web page: draw or upload a digit; on one screen, the prediction, what the server
+ * did to the input, every layer of the network, and on demand why (gradient maps), one unit in
+ * detail, the two frameworks compared, occlusion. Plain ES modules, no build step.
  *
  * Stable hooks (the browser tests and docs/page.md rely on them):
- *   #app              <main>; data-state = loading | idle | busy | ready | error,
- *                     data-pending = requests in flight, data-seq = version of the input,
- *                     data-settled-seq = input version whose requests have all finished
- *   #pad              drawing canvas (Pointer Events: mouse, pen, touch); #clear, #undo its buttons
- *   #upload           file input: an image file as the input instead of a drawing
- *   #model-select     the served models (GET /v1/models); #model-info: the selected one's details
- *   #side-by-side     checkbox: PyTorch and TensorFlow models of the selected architecture side by side
- *   #compare          the side-by-side panel: a .compare-column[data-model] per model, each with
- *                     .compare-prediction (digit) and .probabilities (10 bars as in #probabilities)
- *   #prediction       the predicted digit; #confidence its probability
- *   #probabilities    10 bars, .prob[data-digit][data-value] (data-value = probability, "" when none)
- *   #model-input      28×28 canvas: the input after the server's preprocessing (data-drawn when drawn)
- *   #layers           a details.layer[data-layer=<name>][data-kind] per layer, network order, with
- *                     [data-testid=feature-maps] (an img per channel; one strip for 1-D layers),
- *                     [data-testid=histogram] (canvas), [data-testid=layer-stats] and, for conv
- *                     layers, [data-testid=kernels] (an img per output channel)
- *   #occlusion        occlusion-sensitivity heatmap over the input (data-drawn, data-target);
- *                     #occlusion-patch, #occlusion-stride, #occlusion-target its options
- *   #fmap-dialog      an enlarged feature map with its value range (data-min, data-max)
- *   #error            role="alert": the service's {"error"} message, or that it is unreachable
+ *   #app              <main>; data-state = loading | idle | busy | ready | error, data-pending = requests
+ *                     in flight, data-seq = version of the input, data-settled-seq = input version whose
+ *                     requests have all finished; data-prediction-ms / data-layers-ms = time from the end
+ *                     of the last stroke to the prediction / to every layer drawn
+ *   #busy             visible while requests are pending (#result, #network, .detail-panel get aria-busy)
+ *   #pad, #clear, #undo, #upload   the input; #steps the preprocessing steps; #warnings its warnings
+ *   #model-select, #version-select the served models and the selected one's versions
+ *   #prediction, #confidence, #model-input (28×28 the model saw)
+ *   #probabilities    radio group: .prob[data-digit][data-value][aria-checked] (the digit explained)
+ *   #tabs             Why (#attribution), Unit (#unit-body), Frameworks (#compare-body), Occlusion (#occlusion)
+ *   #layers           a .layer[data-layer][data-kind][data-min][data-max] per layer, network order, with
+ *                     [data-testid=feature-maps] (listbox of img.tile) or [data-testid=units] (slider canvas)
+ *   #error            role="alert": one line per failing request kind; a success of that kind clears it
  */
 
 import * as api from "./api.js";
-import { ComparePanel, frameworkPair } from "./compare.js";
+import { AttributionPanel } from "./attribution.js";
+import { ComparePanel } from "./compare.js";
 import { ErrorBanner } from "./errors.js";
-import { LayerPanel } from "./layers.js";
+import { UnitInspector } from "./inspector.js";
+import { ModelPicker, describeModel } from "./models.js";
+import { NetworkView } from "./network.js";
+import { OcclusionPanel } from "./occlusion.js";
 import { DrawingPad } from "./pad.js";
-import { clearCanvas, drawGrayscale, drawOcclusion, formatPercent, formatValue, renderProbabilities } from "./render.js";
+import { makePanels } from "./panels.js";
+import { DIGITS, clearCanvas, drawGrayscale, formatPercent, renderProbabilities } from "./render.js";
 import { Freshness, debounce } from "./scheduler.js";
+import { StepsView } from "./steps.js";
+import { Tabs } from "./tabs.js";
 
 const UPDATE_WAIT_MS = 200;
 const UPDATE_MAX_WAIT_MS = 500;
-const MODEL_LIST_RETRY_MS = 3000;
-const FRAMEWORK_TITLES = { pytorch: "PyTorch", tensorflow: "TensorFlow" };
+const RETRY_MS = 3000;
 
 const $ = (selector) => document.querySelector(selector);
 const ui = {
-  app: $("#app"),
-  pad: $("#pad"),
-  clear: $("#clear"),
-  undo: $("#undo"),
-  upload: $("#upload"),
-  padStatus: $("#pad-status"),
-  modelSelect: $("#model-select"),
-  modelInfo: $("#model-info"),
-  sideBySide: $("#side-by-side"),
-  compare: $("#compare"),
-  prediction: $("#prediction"),
-  confidence: $("#confidence"),
-  probabilities: $("#probabilities"),
-  modelInput: $("#model-input"),
-  occlusion: $("#occlusion"),
-  occlusionPatch: $("#occlusion-patch"),
-  occlusionStride: $("#occlusion-stride"),
-  occlusionTarget: $("#occlusion-target"),
-  occlusionCaption: $("#occlusion-caption"),
+  app: $("#app"), busy: $("#busy"), busyText: $("#busy-text"), padStatus: $("#pad-status"), modelInfo: $("#model-info"),
+  prediction: $("#prediction"), confidence: $("#confidence"), probabilities: $("#probabilities"), modelInput: $("#model-input"),
+  clear: $("#clear"), undo: $("#undo"), upload: $("#upload"), pad: $("#pad"),
+  busyRegions: [$("#result-bar"), $("#result"), $("#network"), $(".detail-panel")],
 };
 
 const pad = new DrawingPad(ui.pad);
-const layers = new LayerPanel($("#layers"), $("#fmap-dialog"));
-const comparison = new ComparePanel($("#compare-columns"));
 const errors = new ErrorBanner($("#error"));
-const fresh = { activations: new Freshness(), explain: new Freshness(), compare: new Freshness() };
+const picker = new ModelPicker($("#model-select"), $("#version-select"));
+const network = new NetworkView($("#layers"));
+const tabs = new Tabs($("#tabs"));
+const steps = new StepsView($("#steps .steps-list"), $("#warnings"));
+const inspector = new UnitInspector($("#unit-empty"), $("#unit-body"));
+const comparison = new ComparePanel($("#compare-body"));
+const attribution = new AttributionPanel({
+  canvas: $("#attribution"), legend: $("#attribution-legend"), caption: $("#attribution-caption"),
+  method: $("#attribution-method"), versus: $("#attribution-versus"), scale: $("#attribution-scale"),
+});
+const occlusion = new OcclusionPanel({
+  canvas: $("#occlusion"), legend: $("#occlusion-legend"), caption: $("#occlusion-caption"),
+  patch: $("#occlusion-patch"), stride: $("#occlusion-stride"),
+});
 
 const state = {
-  /** @type {Array<object>} ModelInfo of every served model */
-  models: [],
-  /** @type {object|null} ModelInfo of the selected model */
-  model: null,
-  /** base64 image of the input the outputs show, null when the pad is empty */
-  image: null,
-  /** the 28×28 input of the last activations response (the occlusion map is drawn over it) */
-  input: null,
-  seq: 0,
-  settledSeq: 0,
-  pending: 0,
-  /** @type {Map<string, Promise<object>>} weights responses by "<model>@<version>/<layer>" */
-  kernels: new Map(),
+  models: [], model: null, image: null, input: null, prediction: null, picked: null, unit: null,
+  layerPngs: new Map(), seq: 0, settledSeq: 0, pending: 0, strokeEnd: null,
 };
+const freshness = new Map();
+const failed = new Set();
+let retryTimer = null;
+
+const fresh = (kind) => freshness.get(kind) ?? freshness.set(kind, new Freshness()).get(kind);
+const ref = () => ({ name: state.model.name, version: state.model.version });
+const hasInput = () => Boolean(state.model) && !pad.isEmpty;
 
 function publishState() {
-  const { app } = ui;
-  app.dataset.seq = String(state.seq);
-  app.dataset.settledSeq = String(state.settledSeq);
-  app.dataset.pending = String(state.pending);
-  if (!state.model) app.dataset.state = errors.hasErrors ? "error" : "loading";
-  else if (state.pending > 0 || state.settledSeq < state.seq) app.dataset.state = "busy";
-  else if (errors.hasErrors) app.dataset.state = "error";
-  else app.dataset.state = pad.isEmpty ? "idle" : "ready";
+  const busy = state.pending > 0 || state.settledSeq < state.seq;
+  Object.assign(ui.app.dataset, { seq: String(state.seq), settledSeq: String(state.settledSeq), pending: String(state.pending) });
+  if (!state.model) ui.app.dataset.state = errors.hasErrors ? "error" : "loading";
+  else if (busy) ui.app.dataset.state = "busy";
+  else if (errors.hasErrors) ui.app.dataset.state = "error";
+  else ui.app.dataset.state = pad.isEmpty ? "idle" : "ready";
+  ui.app.classList.toggle("stale", busy && state.prediction !== null);
+  ui.busy.classList.toggle("on", busy);
+  ui.busyText.textContent = busy ? "Updating…" : "";
+  for (const region of ui.busyRegions) region.setAttribute("aria-busy", String(busy));
   ui.undo.disabled = !pad.canUndo;
   ui.clear.disabled = pad.isEmpty;
 }
 
-/** Count a request in data-pending while it runs. */
 async function tracked(promise) {
   state.pending += 1;
   publishState();
@@ -109,101 +102,122 @@ async function tracked(promise) {
 }
 
 /**
- * Run one request whose answer is drawn only while it is the newest of its kind; its error goes
- * to the banner under `kind`, and its success takes that kind's error away. True when drawn.
+ * One request whose answer is shown only while it is the newest of its kind. Its error goes to the
+ * banner under `kind` and clears what it had shown (`clearStale`); its success takes that error away.
  */
-async function fetchFresh(kind, request, apply) {
-  const ticket = fresh[kind].issue();
-  let applied = false;
+async function fetchFresh(kind, request, apply, clearStale) {
+  const ticket = fresh(kind).issue();
   try {
     const result = await tracked(request());
-    if (fresh[kind].accept(ticket)) {
-      errors.clear(kind);
-      apply(result);
-      applied = true;
-    }
+    if (!fresh(kind).accept(ticket)) return false;
+    errors.clear(kind);
+    failed.delete(kind);
+    await apply(result);
+    recoverOthers();
+    return true;
   } catch (error) {
-    if (fresh[kind].accept(ticket)) errors.set(kind, error);
+    if (!fresh(kind).accept(ticket)) return false;
+    errors.set(kind, error);
+    failed.add(kind);
+    clearStale(error.message);
+    if (error.unreachable) scheduleRetry();
+    return false;
+  } finally {
+    publishState();
   }
-  publishState();
-  return applied;
 }
 
-// ---- outputs -------------------------------------------------------------------------------
-
-function showPrediction(prediction) {
-  ui.prediction.textContent = String(prediction.label);
-  ui.confidence.textContent = `confidence ${formatPercent(prediction.confidence)}`;
-  renderProbabilities(ui.probabilities, prediction.probabilities, prediction.label);
+/** The service answered again: a model listing that failed is fetched again (every update
+ * fetches the input's requests and the visible panel anew). */
+function recoverOthers() {
+  if (failed.has("models")) loadModels();
 }
 
-function showActivations(response) {
+function scheduleRetry() {
+  if (retryTimer !== null) return;
+  retryTimer = setTimeout(() => {
+    retryTimer = null;
+    if (failed.has("models") || !state.model) loadModels();
+    else if (failed.size > 0 && hasInput()) update();
+  }, RETRY_MS);
+}
+
+// ---- outputs ---------------------------------------------------------------------------------
+
+function renderBars() {
+  const prediction = state.prediction;
+  renderProbabilities(ui.probabilities, prediction?.probabilities ?? null, prediction?.label ?? null, state.picked);
+}
+
+/** The digit the Why and Occlusion maps explain: the one picked in the bars, else the predicted one. */
+const explained = () => state.picked ?? state.prediction?.label ?? null;
+
+/** An activations answer for input version `seq`: the prediction, the input the model saw, every layer. */
+async function showActivations(response, seq) {
   state.input = response.input;
-  showPrediction(response.prediction);
+  state.prediction = response.prediction;
+  state.layerPngs = new Map(response.layers.map((layer) => [layer.name, layer.data.channels]));
+  ui.prediction.textContent = String(response.prediction.label);
+  ui.confidence.textContent = `${formatPercent(response.prediction.confidence)} sure`;
+  renderBars();
   drawGrayscale(ui.modelInput, response.input);
-  layers.show(response.layers);
+  const stroke = state.strokeEnd && seq >= state.strokeEnd.seq ? state.strokeEnd : null;  // not a mid-stroke answer
+  if (stroke) ui.app.dataset.predictionMs = String(Math.round(performance.now() - stroke.at));
+  await network.show(response.layers);
+  if (stroke && stroke === state.strokeEnd) {
+    ui.app.dataset.layersMs = String(Math.round(performance.now() - stroke.at));
+    state.strokeEnd = null;
+  }
 }
 
-function showExplanation(response) {
-  const input = response.input ?? state.input ?? response.heatmap.map((row) => row.map(() => 0));
-  const maxDrop = drawOcclusion(ui.occlusion, input, response.heatmap);
-  ui.occlusion.dataset.target = String(response.target);
-  ui.occlusion.dataset.patch = String(response.patch);
-  ui.occlusion.dataset.stride = String(response.stride);
-  const percent = formatPercent(response.probability);
-  const probability = /^[<>]/.test(percent) ? `p ${percent}` : `p = ${percent}`;  // "p >99.9 %", "p = 42 %"
-  ui.occlusionCaption.textContent =
-    `Target ${response.target} (${probability}). Red: covering this area with a ` +
-    `${response.patch}×${response.patch} patch lowers p(${response.target}), by up to ${formatValue(maxDrop)}; ` +
-    "blue: covering it raises p." +
-    (maxDrop < 0.01 ? " The model stays confident wherever the patch sits; a larger patch shows more." : "");
-}
-
-function resetOutputs() {
-  state.image = null;
+function clearActivations(message = "") {
   state.input = null;
+  state.prediction = null;
+  state.layerPngs = new Map();
   ui.prediction.textContent = "–";
-  ui.confidence.textContent = "Draw a digit to see a prediction.";
-  renderProbabilities(ui.probabilities, null);
+  ui.confidence.textContent = message ? "No answer for this input." : "Draw a digit to see a prediction.";
+  renderBars();
   clearCanvas(ui.modelInput);
-  clearCanvas(ui.occlusion);
-  delete ui.occlusion.dataset.target;
-  ui.occlusionCaption.textContent = "";
-  layers.reset();
-  comparison.reset();
-  for (const source of ["activations", "explain", "compare"]) errors.clear(source);
+  network.reset();
 }
 
-// ---- requests ------------------------------------------------------------------------------
-
-function explainOptions() {
-  const target = ui.occlusionTarget.value;
-  return { patch: Number(ui.occlusionPatch.value), stride: Number(ui.occlusionStride.value), target: target === "" ? null : Number(target) };
+function clearPanels(message = "") {
+  steps.clear();
+  for (const panel of Object.values(PANELS)) panel.clear(message);
 }
 
-function loadExplanation(model, image) {
-  return fetchFresh("explain", () => api.explain(model.name, image, explainOptions()), showExplanation);
-}
+// ---- the detail panels -----------------------------------------------------------------------
 
-function loadComparison(image) {
-  const names = comparison.modelNames;
-  return fetchFresh("compare",
-    () => Promise.all(names.map((name) => api.predict(name, image))),
-    (responses) => responses.forEach((response, i) => comparison.show(names[i], response.predictions[0])));
-}
+const PANELS = makePanels({
+  state, hasInput, fetchFresh, explained, views: { attribution, inspector, comparison, occlusion },
+  requestFor: (send) => {  // a request for the current model and input (encoded once per input version)
+    const model = ref();
+    const image = state.image ?? pad.encode();
+    return () => send(model, image);
+  },
+});
+
+// ---- requests --------------------------------------------------------------------------------
 
 /** Everything that depends on the input, for the input as it is now. */
 async function update() {
-  if (!state.model || pad.isEmpty) return;
+  if (!hasInput()) return;
   const seq = state.seq;
-  const model = state.model;
-  const image = pad.encode();
-  state.image = image;
-  // the occlusion map is drawn over the activations' input, so it waits for them; after an
-  // error, or when a newer input is on its way, the other requests would be wasted
-  const shown = await fetchFresh("activations", () => api.activations(model.name, image), showActivations);
-  if (shown && seq === state.seq) {
-    await Promise.all([loadExplanation(model, image), ui.sideBySide.checked ? loadComparison(image) : null]);
+  state.image = pad.encode();
+  const model = ref();
+  const image = state.image;
+  // the prediction and the layers first: on 2 cores, the other requests would slow them down
+  const shown = await fetchFresh("activations", () => api.activations(model, image), (response) => showActivations(response, seq),
+    clearActivations);
+  if (seq === state.seq) {
+    if (shown) {
+      await Promise.all([
+        fetchFresh("input-check", () => api.inputCheck(model, image), (check) => steps.show(check), () => steps.clear()),
+        PANELS[tabs.selected]?.load(),
+      ]);
+    } else {
+      clearPanels();
+    }
   }
   if (seq > state.settledSeq) state.settledSeq = seq;
   publishState();
@@ -211,88 +225,44 @@ async function update() {
 
 const scheduleUpdate = debounce(() => { update(); }, UPDATE_WAIT_MS, UPDATE_MAX_WAIT_MS);
 
-/**
- * The pad was emptied or the model changed: answers still on their way describe something that
- * is gone. (A stroke going on does not invalidate: an answer for its start is still worth showing.)
- */
+/** The input or the model changed: answers still on their way describe something that is gone. */
 function invalidate() {
-  for (const freshness of Object.values(fresh)) freshness.invalidate();
+  for (const tracker of freshness.values()) tracker.invalidate();
 }
 
-function kernelsFor(model, layerName) {
-  const key = `${model.name}@${model.version}/${layerName}`;
-  if (!state.kernels.has(key)) {
-    const request = api.layerWeights(model.name, model.version, layerName);
-    request.catch(() => state.kernels.delete(key));  // a failure is not cached: the next visit retries
-    state.kernels.set(key, request);
+function resetOutputs() {
+  state.image = null;
+  clearActivations();
+  clearPanels();
+  for (const kind of ["activations", "input-check", "attribution", "inspect", "compare", "explain", "upload"]) {
+    errors.clear(kind);
+    failed.delete(kind);
   }
-  return state.kernels.get(key);
 }
 
-async function loadKernels(model) {
-  const convLayers = model.layers.filter((layer) => layer.kind === "conv");
-  await Promise.all(convLayers.map(async (layer) => {
+// ---- models ----------------------------------------------------------------------------------
+
+async function selectModel({ name, version, latest }) {
+  let info = latest;
+  if (version !== latest.version) {
     try {
-      const weights = await tracked(kernelsFor(model, layer.name));
-      if (state.model !== model) return;
-      errors.clear("kernels");
-      layers.showKernels(layer.name, weights);
+      info = await tracked(api.describe({ name, version }));
+      errors.clear("models");
     } catch (error) {
-      if (state.model === model) errors.set("kernels", error);
+      errors.set("models", error);
+      publishState();
+      return;
     }
-  }));
-  publishState();
-}
-
-// ---- models --------------------------------------------------------------------------------
-
-function describeModel(model) {
-  const framework = FRAMEWORK_TITLES[model.framework] ?? model.framework;
-  const accuracy = typeof model.test_accuracy === "number" ? `${(model.test_accuracy * 100).toFixed(2)} %` : "n/a";
-  return { framework, accuracy };
-}
-
-function fillModelSelect(models, selected) {
-  ui.modelSelect.replaceChildren(...models.map((model) => {
-    const { framework, accuracy } = describeModel(model);
-    const option = document.createElement("option");
-    option.value = model.name;
-    option.textContent = `${model.name}: ${framework}, ${model.architecture}, test accuracy ${accuracy}${model.ready === false ? " (not ready)" : ""}`;
-    option.selected = model.name === selected;
-    return option;
-  }));
-  ui.modelSelect.disabled = models.length === 0;
-}
-
-function showModelInfo(model) {
-  const { framework, accuracy } = describeModel(model);
-  const parts = [
-    `${framework}${model.framework_version ? ` ${model.framework_version}` : ""}`,
-    `architecture ${model.architecture}`,
-    `version ${model.version}`,
-    `test accuracy ${accuracy}`,
-    model.provider,
-  ].filter(Boolean);
-  ui.modelInfo.textContent = parts.join(" · ");
-}
-
-function setComparePair() {
-  if (!state.model) return;
-  comparison.setPair(state.model.architecture, frameworkPair(state.models, state.model.architecture));
-}
-
-function selectModel(name) {
-  const model = state.models.find((candidate) => candidate.name === name);
-  if (!model) return;
-  state.model = model;
+  }
+  state.model = info;
   invalidate();
   state.seq += 1;
-  showModelInfo(model);
-  layers.setModel(model);
-  setComparePair();
+  state.unit = null;
+  state.picked = null;
+  ui.modelInfo.textContent = describeModel(info);
+  network.setModel(info);
+  network.mark(null, null);
   resetOutputs();
-  errors.clear("kernels");
-  loadKernels(model);
   if (!pad.isEmpty) update();
   else state.settledSeq = state.seq;
   publishState();
@@ -302,29 +272,32 @@ async function loadModels() {
   try {
     const { default_model: defaultModel, models } = await tracked(api.listModels());
     errors.clear("models");
+    failed.delete("models");
     state.models = models;
     const wanted = new URLSearchParams(location.search).get("model");
-    const selected = [wanted, defaultModel, models[0]?.name].find((name) => models.some((model) => model.name === name));
-    fillModelSelect(models, selected);
-    if (selected) selectModel(selected);
-    else errors.set("models", new Error("The service serves no models yet."));
+    const current = state.model ? { name: state.model.name, version: state.model.version } : null;
+    const name = [current?.name, wanted, defaultModel].find((candidate) => models.some((model) => model.name === candidate));
+    picker.fill(models, { name: name ?? models[0]?.name, version: current?.version ?? null });
+    if (!models.length) errors.set("models", new Error("The service serves no models yet."));
+    else if (!state.model || state.model.name !== picker.value.name || state.model.version !== picker.value.version) {
+      await selectModel(picker.value);
+    }
   } catch (error) {
     errors.set("models", error);
-    setTimeout(loadModels, MODEL_LIST_RETRY_MS);
+    failed.add("models");
+    scheduleRetry();
   }
   publishState();
 }
 
-// ---- wiring --------------------------------------------------------------------------------
-
-function describePad() {
-  const upload = pad.uploadName;
-  ui.padStatus.textContent = upload ? `Input: ${upload}, sent as the file. Draw over it, or clear to start again.` : "";
-}
+// ---- wiring ----------------------------------------------------------------------------------
 
 pad.addEventListener("change", (event) => {
   state.seq += 1;
-  describePad();
+  state.image = null;
+  const upload = pad.uploadName;
+  ui.padStatus.textContent = upload ? `Input: ${upload}, sent as the file. Draw over it, or clear to start again.` : "";
+  if (event.detail.reason === "stroke-end") state.strokeEnd = { at: performance.now(), seq: state.seq };
   if (pad.isEmpty) {
     invalidate();
     scheduleUpdate.cancel();
@@ -351,14 +324,12 @@ ui.upload.addEventListener("change", async () => {
   }
   ui.upload.value = "";  // the same file can be chosen again
 });
-
 ui.pad.addEventListener("keydown", (event) => {
   if (event.key === "Delete" || event.key === "Backspace") {
     event.preventDefault();
     pad.clear();
   }
 });
-
 document.addEventListener("keydown", (event) => {
   const typing = event.target instanceof HTMLInputElement || event.target instanceof HTMLSelectElement;
   if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z" && !typing) {
@@ -367,28 +338,51 @@ document.addEventListener("keydown", (event) => {
   }
 });
 
-ui.modelSelect.addEventListener("change", () => selectModel(ui.modelSelect.value));
-
-ui.sideBySide.addEventListener("change", () => {
-  ui.compare.hidden = !ui.sideBySide.checked;
-  if (ui.sideBySide.checked && state.image) loadComparison(state.image);
+function pick(digit, focus = false) {
+  state.picked = digit;
+  renderBars();
+  if (focus) ui.probabilities.children[digit]?.focus();
+  if (tabs.selected !== "why" && tabs.selected !== "occlusion" && tabs.selected !== "frameworks") tabs.select("why");
+  else PANELS[tabs.selected].load();
+}
+ui.probabilities.addEventListener("click", (event) => {
+  const row = event.target.closest(".prob");
+  if (row) pick(Number(row.dataset.digit), true);
+});
+ui.probabilities.addEventListener("keydown", (event) => {
+  const current = explained() ?? 0;
+  const moves = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 };
+  if (event.key in moves) pick((current + moves[event.key] + DIGITS.length) % DIGITS.length, true);
+  else if (event.key === " " || event.key === "Enter") pick(current, true);
+  else return;
+  event.preventDefault();
 });
 
-function onOcclusionOptions() {
-  ui.occlusionPatch.nextElementSibling.value = ui.occlusionPatch.value;
-  ui.occlusionStride.nextElementSibling.value = ui.occlusionStride.value;
-  if (state.model && state.image) loadExplanation(state.model, state.image);
-}
-const scheduleExplanation = debounce(onOcclusionOptions, UPDATE_WAIT_MS);
-for (const control of [ui.occlusionPatch, ui.occlusionStride]) {
-  control.addEventListener("input", () => {
-    control.nextElementSibling.value = control.value;
-    scheduleExplanation();
-  });
-}
-ui.occlusionTarget.addEventListener("change", onOcclusionOptions);
+picker.addEventListener("change", (event) => selectModel(event.detail));
+tabs.addEventListener("change", ({ detail }) => {
+  const previous = PANELS[detail.previous];
+  if (previous) {  // a hidden panel shows nothing: its error goes with it, and it is fetched again when shown
+    errors.clear(previous.kind);
+    failed.delete(previous.kind);
+  }
+  PANELS[detail.panel]?.load();
+  publishState();
+});
+network.addEventListener("inspect", ({ detail }) => {
+  state.unit = { layer: detail.layer, unit: detail.index, y: null, x: null };
+  network.mark(detail.layer, detail.index);
+  if (tabs.selected === "unit") PANELS.unit.load();
+  else tabs.select("unit");
+});
+inspector.addEventListener("position", ({ detail }) => {
+  if (!state.unit) return;
+  Object.assign(state.unit, detail);
+  PANELS.unit.load();
+});
+$("#attribution-versus").addEventListener("change", () => PANELS.why.load());
+const reloadOcclusion = debounce(() => PANELS.occlusion.load(), UPDATE_WAIT_MS);
+for (const control of ["#occlusion-patch", "#occlusion-stride"]) $(control).addEventListener("input", reloadOcclusion);
 
-ui.compare.hidden = !ui.sideBySide.checked;
 resetOutputs();
 publishState();
 loadModels();

@@ -3,6 +3,7 @@
 
 const DARK = "#000000";
 const LIGHT = "#ffffff";
+const MAX_COMPOSITE_SIDE = 1024;  // strokes over an upload are drawn into a copy of it at most this big
 
 /** Mean luminance (0..255) of the border pixels of an image: its background, for a digit. */
 function borderLuminance(bitmap) {
@@ -114,11 +115,39 @@ export class DrawingPad extends EventTarget {
     this.#emit("upload");
   }
 
-  /** The pad's input as base64: an upload alone is sent as its file; anything drawn as a PNG of the pad. */
+  /**
+   * The pad's input as base64: an upload alone is sent as its file; strokes over an upload are
+   * drawn into the upload at its own aspect (not the pad's letterboxed square, whose bars would be
+   * taken for paper or ink); a drawing alone as a PNG of the pad.
+   */
   encode() {
     const [first] = this.#items;
     if (this.#items.length === 1 && first.kind === "image") return first.base64;
-    return this.canvas.toDataURL("image/png").replace(/^data:[^,]*,/, "");
+    const canvas = first?.kind === "image" && first.bitmap ? this.#overUpload(first.bitmap) : this.canvas;
+    return canvas.toDataURL("image/png").replace(/^data:[^,]*,/, "");
+  }
+
+  #overUpload(bitmap) {
+    const size = Math.min(1, MAX_COMPOSITE_SIDE / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(bitmap.width * size));
+    canvas.height = Math.max(1, Math.round(bitmap.height * size));
+    const ctx = canvas.getContext("2d");
+    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    const { scale, left, top } = this.#letterbox(bitmap);
+    const factor = canvas.width / (bitmap.width * scale);  // pad pixels -> composite pixels
+    for (const item of this.#items) {
+      if (item.kind !== "stroke") continue;
+      const points = item.points.map(([x, y]) => [(x - left) * factor, (y - top) * factor]);
+      this.#drawStroke(ctx, { points, color: item.color }, this.lineWidth * factor);
+    }
+    return canvas;
+  }
+
+  /** Where the pad shows an upload: scaled to fit, centred. */
+  #letterbox(bitmap) {
+    const scale = Math.min(this.canvas.width / bitmap.width, this.canvas.height / bitmap.height);
+    return { scale, left: (this.canvas.width - bitmap.width * scale) / 2, top: (this.canvas.height - bitmap.height * scale) / 2 };
   }
 
   #setColors(background) {
@@ -182,29 +211,25 @@ export class DrawingPad extends EventTarget {
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     for (const item of this.#items) {
       if (item.kind === "image") this.#drawImage(item.bitmap);
-      else this.#drawStroke(item);
+      else this.#drawStroke(this.ctx, item, this.lineWidth);
     }
   }
 
   #drawImage(bitmap) {
     if (!bitmap) return;
-    const { ctx, canvas } = this;
-    const scale = Math.min(canvas.width / bitmap.width, canvas.height / bitmap.height);
-    const width = bitmap.width * scale;
-    const height = bitmap.height * scale;
-    ctx.drawImage(bitmap, (canvas.width - width) / 2, (canvas.height - height) / 2, width, height);
+    const { scale, left, top } = this.#letterbox(bitmap);
+    this.ctx.drawImage(bitmap, left, top, bitmap.width * scale, bitmap.height * scale);
   }
 
-  #drawStroke({ points, color }) {
-    const { ctx } = this;
+  #drawStroke(ctx, { points, color }, lineWidth) {
     ctx.strokeStyle = color;
     ctx.fillStyle = color;
-    ctx.lineWidth = this.lineWidth;
+    ctx.lineWidth = lineWidth;
     ctx.lineCap = "round";
     ctx.lineJoin = "round";
     if (points.length === 1) {
       ctx.beginPath();
-      ctx.arc(points[0][0], points[0][1], this.lineWidth / 2, 0, Math.PI * 2);
+      ctx.arc(points[0][0], points[0][1], lineWidth / 2, 0, Math.PI * 2);
       ctx.fill();
       return;
     }
