@@ -11,15 +11,15 @@ images. Two rewrites of the float graph come first, both exact:
 - a `MatMul` whose output only goes to an `Add` of a bias (tf2onnx's dense layer) becomes one
   `Gemm`, so its bias is quantized to int32 like PyTorch's instead of being a uint8 operand.
 
-The layers in `float_layers` (`conv1`: with one input channel ONNX Runtime's int8 convolution is
-slower than its float one), the input normalisation and Softmax stay float: probabilities keep their
-resolution and sum to 1. Every other contract output is the float output of a DequantizeLinear.
+The input normalisation, Softmax (probabilities keep their resolution and sum to 1) and any layer
+named in `float_layers` stay float. Every other contract output is the float output of a DequantizeLinear.
 docs/int8.md has the measurements behind each choice.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUANTIZED_OPS = ["Conv", "Gemm", "LeakyRelu", "MaxPool", "Flatten", "Reshape", "Transpose"]
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+PERCENTILE = 99.999  # the share of calibration values a Percentile range keeps (half the rest cut on each side)
 MAX_LAYER_ERROR = 0.1  # root mean square of int8 - fp32 over that of fp32, per output, on COMPARED_IMAGES
 COMPARED_IMAGES = 256
 
@@ -53,8 +54,8 @@ class QuantizeSettings:
     seed: int = 0
     per_channel: bool = True
     activations: str = "uint8"  # or int8
-    calibration_method: str = "MinMax"
-    float_layers: tuple[str, ...] = ("conv1",)  # computed in float32: see docs/int8.md
+    calibration_method: str = "Percentile"  # the range between percentiles 0.0005 and 99.9995: docs/int8.md
+    float_layers: tuple[str, ...] = ()  # contract layers computed in float32 (e.g. conv1): see docs/int8.md
     max_accuracy_drop: float = 0.001  # refuse an int8 model that loses more test accuracy than this
     test_limit: int = 0  # evaluate on the first N test images only; 0 = all 10,000
 
@@ -147,12 +148,14 @@ def quantize_graph(model: onnx.ModelProto, calibration: np.ndarray, settings: Qu
         float_path, shaped_path, quantized_path = (Path(tmp) / f"{step}.onnx" for step in ("float", "shaped", "int8"))
         onnx.save(prepared, float_path)
         quant_pre_process(str(float_path), str(shaped_path), skip_optimization=True)  # shape inference only
-        quantize_static(
-            str(shaped_path), str(quantized_path), ImageBatches(calibration), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS, per_channel=settings.per_channel, activation_type=activation_type,
-            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, settings.calibration_method),
-            nodes_to_exclude=layer_nodes(prepared, settings.float_layers),
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print their progress
+            quantize_static(
+                str(shaped_path), str(quantized_path), ImageBatches(calibration), quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=QUANTIZED_OPS, per_channel=settings.per_channel, activation_type=activation_type,
+                weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, settings.calibration_method),
+                nodes_to_exclude=layer_nodes(prepared, settings.float_layers),
+                extra_options={"CalibPercentile": PERCENTILE},
+            )
         return onnx.load(quantized_path)
 
 
@@ -287,7 +290,8 @@ def quantize_model(source_path: Path, data_dir: str | Path | None, settings: Qua
             "activations": f"{settings.activations}, asymmetric, per tensor",
             "float_layers": list(settings.float_layers),
             "calibration": {"method": settings.calibration_method, "images": settings.calibration_images,
-                            "split": "MNIST training images", "seed": settings.seed},
+                            "split": "MNIST training images", "seed": settings.seed,
+                            **({"percentile": PERCENTILE} if settings.calibration_method == "Percentile" else {})},
             "source": {"name": name, "version": version, "sha256": hashlib.sha256(raw).hexdigest(),
                        "test_accuracy": float_eval.accuracy, "test_loss": float_eval.loss},
             "layer_error": errors,
@@ -344,7 +348,9 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", help="MNIST IDX files (else MNIST_DIR, else data/mnist)")
     parser.add_argument("--speed-rounds", type=int, default=0,
                         help="then time float and int8 in this process, alternating, this many rounds (0: skip)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for --speed-rounds")
+    parser.add_argument("--profile", action="store_true",
+                        help="then profile float and int8 per operator type at batch 256 (ONNX Runtime's profiler)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for --speed-rounds and --profile")
     parser.set_defaults(handler=quantize)
 
 
@@ -368,12 +374,16 @@ def quantize(args: argparse.Namespace) -> int:
         metadata = validate_model(onnx.load(path)).metadata
         summary.append({"path": str(path), "test_accuracy": metadata.test_accuracy, **{
             key: metadata.quantization[key] for key in ("source", "calibration", "weights", "activations")}})
-        if args.speed_rounds:
+        if args.speed_rounds or args.profile:
             from training.data import load_split
-            from training.quantize_speed import compare_speed
+            from training.quantize_speed import compare_speed, profile_operators
 
-            summary[-1]["speed"] = compare_speed({"float": source if source.is_file() else store.locate(source)[2],
-                                                  "int8": path}, load_split("test", args.data_dir).images,
-                                                 rounds=args.speed_rounds, threads=args.threads)
+            files = {"float": store.locate(source)[2], "int8": path}
+            images = load_split("test", args.data_dir).images
+            if args.speed_rounds:
+                summary[-1]["speed"] = compare_speed(files, images, rounds=args.speed_rounds, threads=args.threads)
+            if args.profile:
+                summary[-1]["profile"] = {label: profile_operators(file, images[:256], runs=9, threads=args.threads)
+                                          for label, file in files.items()}
     print(json.dumps(summary, indent=2))
     return 0

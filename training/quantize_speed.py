@@ -73,7 +73,8 @@ def compare_speed(models: dict[str, Path], images: np.ndarray, rounds: int = 7, 
 
 def profile_operators(path: Path, images: np.ndarray, runs: int = 5, threads: int = 2) -> dict[str, dict[str, float]]:
     """Milliseconds per batch and share of kernel time of each operator type, from ONNX Runtime's
-    profiling JSON, over `runs` runs of `images` (after one unprofiled warm-up)."""
+    profiling JSON over `runs` runs of `images` after a warm-up: each node's median over the runs
+    (a run another process preempted does not count more than once), summed per operator type."""
     import onnxruntime as ort
 
     from training.common import to_input
@@ -94,14 +95,15 @@ def profile_operators(path: Path, images: np.ndarray, runs: int = 5, threads: in
         events = json.loads(Path(session.end_profiling()).read_text())
     first_run = min((event for event in events if event.get("name") == "model_run"), key=lambda event: event["ts"])
     warmed_up = first_run["ts"] + first_run["dur"]  # the warm-up run is profiled too: leave it out
-    microseconds: dict[str, float] = defaultdict(float)
-    nodes: dict[str, set[str]] = defaultdict(set)
+    durations: dict[tuple[str, str], list[float]] = defaultdict(list)
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= warmed_up:
-            operator = event["args"]["op_name"]
-            microseconds[operator] += event["dur"]
-            nodes[operator].add(event["name"])
-    total = sum(microseconds.values())
-    return {operator: {"ms_per_batch": round(spent / runs / 1000, 2), "share": round(spent / total, 3),
-                       "nodes": len(nodes[operator])}
-            for operator, spent in sorted(microseconds.items(), key=lambda item: -item[1])}
+            durations[(event["args"]["op_name"], event["name"])].append(event["dur"] / 1000)
+    milliseconds: dict[str, float] = defaultdict(float)
+    nodes: dict[str, int] = defaultdict(int)
+    for (operator, _), values in durations.items():
+        milliseconds[operator] += statistics.median(values)
+        nodes[operator] += 1
+    total = sum(milliseconds.values())
+    return {operator: {"ms_per_batch": round(spent, 2), "share": round(spent / total, 3), "nodes": nodes[operator]}
+            for operator, spent in sorted(milliseconds.items(), key=lambda item: -item[1])}

@@ -77,18 +77,14 @@ def test_quantized_model_follows_the_contract_and_says_what_it_is(quantized: dic
 
 
 @pytest.mark.parametrize("name", SOURCES)
-def test_weights_are_integers_with_a_scale_per_output_channel_except_float_layers(quantized: dict[str, Path],
-                                                                                   name: str) -> None:
+def test_weights_are_integers_with_a_scale_per_output_channel(quantized: dict[str, Path], name: str) -> None:
     model = onnx.load(quantized[name])
     metadata = validate_model(model).metadata
     arrays = initializers(model)
-    assert metadata.quantization["float_layers"] == ["conv1"]
+    assert metadata.quantization["float_layers"] == []
     for layer, entry in metadata.weights.items():
         assert entry["weight"] == f"{layer}.weight" and entry["bias"] == f"{layer}.bias"
         weight, bias = arrays[entry["weight"]], arrays[entry["bias"]]
-        if layer == "conv1":  # left in float: its entry and its initializers are a float model's
-            assert weight.dtype == bias.dtype == np.float32 and "weight_scale" not in entry
-            continue
         assert weight.dtype == np.int8 and bias.dtype == np.int32
         assert arrays[entry["weight_scale"]].dtype == np.float32
         assert arrays[entry["weight_scale"]].shape == arrays[entry["weight_zero_point"]].shape == bias.shape
@@ -106,9 +102,6 @@ def test_layer_weights_are_the_source_weights_within_half_a_step(quantized: dict
         for role in ("weight", "bias"):
             value, reference = served[layer][role], source[layer][role]
             assert value.dtype == np.float32 and value.shape == reference.shape, (layer, role)
-            if "weight_scale" not in entry:
-                np.testing.assert_array_equal(value, reference)
-                continue
             half_step = arrays[entry[f"{role}_scale"]].reshape((-1,) + (1,) * (value.ndim - 1)) / 2
             assert (np.abs(value - reference) <= half_step * 1.0001 + 1e-7).all(), (layer, role)
 
@@ -121,14 +114,12 @@ def test_layer_weights_equal_what_the_graph_dequantizes(quantized: dict[str, Pat
     served = layer_weights(model, metadata)
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    quantized_layers = {layer: entry for layer, entry in metadata.weights.items() if "weight_scale" in entry}
-    assert len(quantized_layers) == len(metadata.weights) - 1
-    for entry in quantized_layers.values():
+    for entry in metadata.weights.values():
         for role in ("weight", "bias"):
             dequantized = helper.make_tensor_value_info(f"{entry[role]}_dequantized", TensorProto.FLOAT, None)
             probe.graph.output.append(dequantized)
     graph_values = run_all(probe, np.zeros((1, 28, 28), np.uint8), optimize=False)
-    for layer, entry in quantized_layers.items():
+    for layer, entry in metadata.weights.items():
         canonical = {"HWIO": (3, 2, 0, 1), "in_out": (1, 0)}.get(entry["layout"])
         weight = graph_values[f"{entry['weight']}_dequantized"]
         np.testing.assert_array_equal(served[layer]["weight"], weight.transpose(canonical) if canonical else weight)
@@ -247,14 +238,25 @@ def test_validate_model_refuses_broken_quantized_models(quantized: dict[str, Pat
         validate_model(model)
 
 
-def test_the_cli_quantizes_and_refuses_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_quantizes_with_a_float_layer_and_refuses_in_one_line(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--out", str(tmp_path), "--calibration-images", "100", "--test-limit", "500",
               "--max-accuracy-drop", "0.01", "--data-dir", str(mnist_dir())]
-    assert cli_main(["quantize", "--source", str(MODELS_DIR / "lenet-tensorflow"), *common]) == 0
+    source = MODELS_DIR / "lenet-tensorflow"
+    assert cli_main(["quantize", "--source", str(source), "--float-layers", "conv1", *common]) == 0
     (summary,) = json.loads(capsys.readouterr().out)
     assert summary["path"] == str(tmp_path / "lenet-tensorflow-int8" / "1" / "model.onnx")
     assert summary["calibration"]["images"] == 100 and summary["source"]["name"] == "lenet-tensorflow"
-    validate_model(onnx.load(summary["path"]))
+
+    model = onnx.load(summary["path"])
+    metadata = validate_model(model).metadata
+    assert metadata.quantization["float_layers"] == ["conv1"]
+    assert "weight_scale" not in metadata.weights["conv1"] and "weight_scale" in metadata.weights["conv2"]
+    arrays = initializers(model)
+    assert arrays["conv1.weight"].dtype == arrays["conv1.bias"].dtype == np.float32
+    source_model = onnx.load(source_file("lenet-tensorflow"))
+    np.testing.assert_array_equal(layer_weights(model, metadata)["conv1"]["weight"],
+                                  layer_weights(source_model, validate_model(source_model).metadata)["conv1"]["weight"])
 
     assert cli_main(["quantize", "--source", str(tmp_path / "no-such-model"), *common]) == 2
     error = capsys.readouterr().err.strip().splitlines()
@@ -264,8 +266,9 @@ def test_the_cli_quantizes_and_refuses_in_one_line(tmp_path: Path, capsys: pytes
 def test_int8_runs_integer_kernels_and_is_timed_beside_the_float_model(
         quantized: dict[str, Path], mnist_test_set: tuple[np.ndarray, np.ndarray]) -> None:
     operators = profile_operators(quantized["lenet-pytorch"], mnist_test_set[0][:32], runs=2, threads=1)
-    # lenet: conv1 in float, conv2, fc1 and fc2 on 8-bit integers
-    assert operators["QLinearConv"]["nodes"] == 1 and operators["QGemm"]["nodes"] == 2 and "Gemm" not in operators
+    # lenet: conv1, conv2, fc1 and fc2 on 8-bit integers
+    assert operators["QLinearConv"]["nodes"] == 2 and operators["QGemm"]["nodes"] == 2
+    assert not {"Conv", "FusedConv", "Gemm", "FusedGemm"} & set(operators)
     assert sum(entry["share"] for entry in operators.values()) == pytest.approx(1.0, abs=0.01)
 
     speed = compare_speed({"float": source_file("lenet-pytorch"), "int8": quantized["lenet-pytorch"]},
