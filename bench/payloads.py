@@ -12,6 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+from tritonclient.http import (
+    InferenceServerClient,
+    InferInput,
+    InferRequestedOutput,
+    InferResult,
+)
 
 IMAGE_SIDE = 28
 NUM_CLASSES = 10
@@ -95,39 +101,32 @@ def v2_json(images: np.ndarray, model: str) -> Workload:
 
 
 def decode_v2_binary(body: bytes, headers: Mapping[str, str], count: int) -> np.ndarray:
-    """Triton's binary extension: JSON header, then each binary output's raw bytes in order."""
+    """Triton's binary extension, read by tritonclient's own decoder (InferResult.from_response_body)."""
     lowered = {key.lower(): value for key, value in headers.items()}
-    header_length = int(lowered.get(INFER_HEADER.lower(), len(body)))
-    header = json.loads(body[:header_length])
-    offset = header_length
-    for output in header["outputs"]:
-        size = int(output.get("parameters", {}).get("binary_data_size", 0))
-        if output["name"] == "probabilities":
-            if size:
-                return _probabilities(np.frombuffer(body, dtype="<f4", count=size // 4, offset=offset), count)
-            return _probabilities(output["data"], count)
-        offset += size
-    raise ValueError("the response has no probabilities output")
+    length = lowered.get(INFER_HEADER.lower())
+    result = InferResult.from_response_body(body, header_length=int(length) if length else None)
+    probabilities = result.as_numpy("probabilities")
+    if probabilities is None:
+        raise ValueError("the response has no probabilities output")
+    return _probabilities(probabilities, count)
 
 
 def v2_binary(images: np.ndarray, model: str) -> Workload:
-    """Open Inference Protocol with binary tensors both ways (as tritonclient.http sends them)."""
+    """Open Inference Protocol with binary tensors both ways, built by tritonclient.http as it sends them."""
     batch = _as_floats(images)
-    tensor = batch.astype("<f4").tobytes()
-    header = _json({
-        "inputs": [{"name": "image", "datatype": "FP32", "shape": list(batch.shape),
-                    "parameters": {"binary_data_size": len(tensor)}}],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
-    })
+    image = InferInput("image", list(batch.shape), "FP32")
+    image.set_data_from_numpy(batch, binary_data=True)
+    body, header_length = InferenceServerClient.generate_request_body(
+        [image], outputs=[InferRequestedOutput("probabilities", binary_data=True)])
     count = len(batch)
     name, title = ("v2-binary", "V2 binary infer, 1 image") if count == 1 else (
         f"v2-binary-{count}", f"V2 binary infer, {count} images")
 
-    def decode(body: bytes, headers: Mapping[str, str]) -> np.ndarray:
-        return decode_v2_binary(body, headers, count)
+    def decode(answer: bytes, headers: Mapping[str, str]) -> np.ndarray:
+        return decode_v2_binary(answer, headers, count)
 
-    return Workload(name, title, _v2_path(model), header + tensor, "application/octet-stream", count, decode,
-                    headers={INFER_HEADER: str(len(header))})
+    return Workload(name, title, _v2_path(model), body, "application/octet-stream", count, decode,
+                    headers={INFER_HEADER: str(header_length)})
 
 
 def all_workloads(images: np.ndarray, model: str) -> dict[str, Workload]:

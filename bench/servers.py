@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.cpu import process_tree_cpu_seconds, process_tree_pids
@@ -32,10 +32,13 @@ class ServerSpec:
 
 @dataclass
 class RunningServer:
+    """A server process started from a ServerSpec; the benchmark's servers and the tests' are the same kind."""
+
     spec: ServerSpec
     url: str
     process: subprocess.Popen
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # the whole environment it was started with
 
     @property
     def pid(self) -> int:
@@ -57,15 +60,31 @@ class RunningServer:
             before = now
         return False
 
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after `timeout`; then any descendant still alive (the tritonserver that
-        PyTriton starts, MLServer's inference workers) gets SIGKILL too."""
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def wait_ready(self, path: str | None = None, timeout: float = 120.0) -> "RunningServer":
+        """Poll `path` (the spec's readiness path by default) until it answers 200; stop the server
+        and raise with its log if it exits or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.spec.title} exited with {self.process.returncode}:\n{self.log_tail()}")
+            if _answers(self.url + (path or self.spec.ready_path)):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.spec.title} was not ready within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """`sig` (SIGTERM), then SIGKILL after `timeout`; then any descendant still alive (the
+        tritonserver that PyTriton starts, MLServer's inference workers) gets SIGKILL too. The exit status."""
         descendants = process_tree_pids(self.pid)[1:]
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -76,6 +95,7 @@ class RunningServer:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        return self.process.returncode
 
 
 def free_port() -> int:
@@ -109,23 +129,19 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start(spec: ServerSpec, log_dir: Path, ready_timeout: float = 120.0) -> RunningServer:
-    """Start the process and wait until its readiness path answers 200."""
+def launch(spec: ServerSpec, log_dir: Path) -> RunningServer:
+    """Start the process, its output in `log_dir/<name>.log`; do not wait for it."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{spec.name}.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **spec.env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(spec.argv, env=env, cwd=spec.cwd, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningServer(spec, f"http://{HOST}:{spec.port}", process, log_path)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{spec.title} exited with {process.returncode}:\n{server.log_tail()}")
-        if _answers(server.url + spec.ready_path):
-            return server
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"{spec.title} was not ready within {ready_timeout:.0f} s:\n{server.log_tail()}")
+    return RunningServer(spec, f"http://{HOST}:{spec.port}", process, log_path, env)
+
+
+def start(spec: ServerSpec, log_dir: Path, ready_timeout: float = 120.0) -> RunningServer:
+    """Start the process and wait until its readiness path answers 200."""
+    return launch(spec, log_dir).wait_ready(timeout=ready_timeout)
 
 
 def post(url: str, body: bytes, content_type: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:

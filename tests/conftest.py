@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import numpy as np
 import pytest
 
+from bench.servers import RunningServer as ServerProcess
+from bench.servers import ServerSpec, free_port, launch
 from contract import store
 
 if TYPE_CHECKING:
@@ -58,62 +54,17 @@ def mnist_test_set() -> tuple[np.ndarray, np.ndarray]:
     return split.images, split.labels
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class ServerProcess:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-    def wait_ready(self, path: str = "/readyz", timeout: float = 90.0) -> "ServerProcess":
-        """Poll `path` until it answers 200; fail with the server's log if it exits or times out."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.process.args} exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + path, timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.process.args} not ready within {timeout}s:\n{self.log()}")
-
-
 def start_server(tmp_dir: Path, env_overrides: dict[str, str] | None = None, ready_timeout: float = 90.0,
                  wait_ready: bool = True) -> ServerProcess:
     """`mnist-serve serve` in a subprocess on a free loopback port; waits until /readyz answers 200."""
     port = free_port()
-    env = {**os.environ, "MNIST_SERVE_HOST": "127.0.0.1", "MNIST_SERVE_PORT": str(port),
+    env = {"MNIST_SERVE_HOST": "127.0.0.1", "MNIST_SERVE_PORT": str(port),
            "MNIST_SERVE_GRPC_PORT": str(free_port()),  # servers run side by side: never the default 8001
-           "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR), "MNIST_SERVE_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
-    env.update(env_overrides or {})
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    log_path = tmp_dir / f"server-{port}.log"
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=REPO_ROOT,
-                               stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, env=env)
-    return server.wait_ready("/readyz", ready_timeout) if wait_ready else server
+           "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR), "MNIST_SERVE_DEVICE": "cpu", **(env_overrides or {})}
+    spec = ServerSpec(f"server-{port}", "mnist-serve", port, [sys.executable, "-m", "service.cli", "serve"], env,
+                      "/readyz")
+    server = launch(spec, tmp_dir)
+    return server.wait_ready(timeout=ready_timeout) if wait_ready else server
 
 
 @pytest.fixture(scope="session")

@@ -35,11 +35,12 @@ from PIL import Image
 from starlette.formparsers import MultiPartParser
 from starlette.routing import Match
 
+from bench.servers import ServerSpec, launch
 from contract import store
 from service.config import Settings
 from service.main import create_app
 from service.metrics import Metrics
-from tests.conftest import MODELS_DIR, REPO_ROOT, ServerProcess, free_port
+from tests.conftest import MODELS_DIR, REPO_ROOT, free_port
 
 K8S_DIR = REPO_ROOT / "deploy" / "kubernetes"
 SCHEMAS_DIR = K8S_DIR / "schemas"
@@ -422,14 +423,12 @@ def test_server_runs_on_a_read_only_root_with_only_tmp_writable(rendered: dict[s
     deployment = one(rendered["overlays/cpu"], "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     port = free_port()
-    env = {**os.environ, **literal_env(container), "PYTHONUNBUFFERED": "1", "MNIST_SERVE_THREADS": "1",
-           "MNIST_SERVE_HOST": "127.0.0.1", "MNIST_SERVE_PORT": str(port), "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR)}
-    env["MNIST_SERVE_GRPC_PORT"] = str(free_port())
-    log_path = tmp_path / "server.log"
-    process = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-euc", READ_ONLY_ROOT, "sh",
-                                sys.executable, "-m", "service.cli", "serve"],
-                               env=env, cwd=REPO_ROOT, stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-    server = ServerProcess(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path, env=env)
+    env = {**literal_env(container), "MNIST_SERVE_THREADS": "1", "MNIST_SERVE_HOST": "127.0.0.1",
+           "MNIST_SERVE_PORT": str(port), "MNIST_SERVE_GRPC_PORT": str(free_port()),
+           "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR)}
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-euc", READ_ONLY_ROOT, "sh",
+            sys.executable, "-m", "service.cli", "serve"]
+    server = launch(ServerSpec("read-only-root", "mnist-serve on a read-only root", port, argv, env, "/readyz"), tmp_path)
     try:
         server.wait_ready(container["startupProbe"]["httpGet"]["path"], timeout=120)
         assert httpx.get(server.url + container["livenessProbe"]["httpGet"]["path"]).status_code == 200
