@@ -5,6 +5,9 @@ warnings for blank or non-digit input, and the two frameworks compared."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from contract.spec import LOGITS
@@ -189,6 +193,31 @@ def test_blank_and_non_digit_inputs_are_flagged_without_hiding_the_prediction(pa
     expect(page.locator("#warnings")).to_have_attribute("data-codes", re.compile(r"\bsolid\b"))
     expect(page.locator("#warnings .warning").first).to_contain_text("thicker than handwriting")
     expect(page.locator("#prediction")).to_have_text(re.compile(r"^\d$"))
+
+
+def test_strokes_over_an_upload_are_sent_at_the_photos_aspect(page: Page, tmp_path: Path,
+                                                               mnist_test_set: tuple[np.ndarray, np.ndarray]) -> None:
+    """A wide photo of a dark digit on light paper, and a stroke drawn over it on the square pad: the
+    page sends the photo with the stroke at the photo's own size and aspect, not the pad's
+    letterboxed square (whose black bars the server would take for ink or paper)."""
+    images, labels = mnist_test_set
+    paper = np.full((200, 400), 235, np.uint8)
+    paper[40:152, 144:256] = 255 - np.kron(images[0], np.ones((4, 4), np.uint8)) * 0.9
+    photo = tmp_path / "wide.png"
+    photo.write_bytes(png_bytes(paper))
+    page.set_input_files("#upload", str(photo))
+    wait_settled(page)
+    expect(page.locator("#prediction")).to_have_text(str(int(labels[0])))
+    with page.expect_request(lambda request: "/activations" in request.url) as sent:
+        draw(page, [(0.1, 0.45), (0.2, 0.45)], steps=2)  # a short dash on the paper, away from the digit
+    encoded = json.loads(sent.value.post_data or "{}")["image_base64"]
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as composite:
+        assert composite.size == (400, 200)
+        pixels = np.asarray(composite.convert("L"))
+    assert pixels[:, :10].mean() > 200  # the paper's own edge, no black letterbox bar
+    assert pixels[90:110, 40:80].min() < 60  # the dash, dark ink on the light paper
+    wait_settled(page)
+    expect(page.locator("#error")).to_be_hidden()
 
 
 def test_the_two_frameworks_compared(page: Page) -> None:
