@@ -10,12 +10,16 @@ from __future__ import annotations
 BATCH_REQUEST_IMAGES = 256
 
 SERVICE_REQUESTS = ("v1-json", "v2-json", "v2-binary", f"v2-binary-{BATCH_REQUEST_IMAGES}")
+# the Open Inference Protocol over gRPC (the service's own front end, on its grpc_port)
+GRPC_REQUESTS = ("grpc", f"grpc-{BATCH_REQUEST_IMAGES}")
+# the INT8 variant of the model (models/<model>-int8), when it is served: binary V2, one image and 256
+INT8_REQUESTS = ("v2-binary-int8", f"v2-binary-{BATCH_REQUEST_IMAGES}-int8")
 
 # server key -> the requests it is sent, in the order they are measured and shown
 REQUESTS_BY_SERVER: dict[str, tuple[str, ...]] = {
     "naive": ("naive-json",),
     "batching-off": SERVICE_REQUESTS,
-    "batching-on": SERVICE_REQUESTS,
+    "batching-on": SERVICE_REQUESTS + GRPC_REQUESTS + INT8_REQUESTS,
     # MLServer's REST front end has no binary tensor extension: its 256 images go as JSON
     "mlserver": ("v2-json", f"v2-json-{BATCH_REQUEST_IMAGES}"),
     "kserve": ("v2-json", "v2-binary", f"v2-binary-{BATCH_REQUEST_IMAGES}"),

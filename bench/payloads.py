@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tritonclient.http import (
@@ -23,6 +23,7 @@ IMAGE_SIDE = 28
 NUM_CLASSES = 10
 BATCH_IMAGES = 256
 INFER_HEADER = "Inference-Header-Content-Length"
+INT8_SUFFIX = "-int8"
 
 Decoder = Callable[[bytes, Mapping[str, str]], np.ndarray]
 
@@ -37,6 +38,8 @@ class Workload:
     images: int
     decode: Decoder
     headers: dict[str, str] = field(default_factory=dict)
+    protocol: str = "http"  # or "grpc": the body is a serialized ModelInferRequest for bench.grpc_load
+    model: str = ""  # the model the request names (its answers are checked against that model in-process)
 
 
 def _as_floats(images: np.ndarray) -> np.ndarray:
@@ -129,12 +132,36 @@ def v2_binary(images: np.ndarray, model: str) -> Workload:
                     headers={INFER_HEADER: str(header_length)})
 
 
-def all_workloads(images: np.ndarray, model: str) -> dict[str, Workload]:
-    """Every request the benchmark can send, by name (bench/matrix.py says which server gets which)."""
+def grpc_infer(images: np.ndarray, model: str) -> Workload:
+    """The Open Inference Protocol over gRPC, raw tensors both ways (as tritonclient.grpc sends them)."""
+    from bench.grpc_load import decode_output, infer_request
+
+    count = len(images)
+    name, title = ("grpc", "gRPC infer, 1 image") if count == 1 else (f"grpc-{count}", f"gRPC infer, {count} images")
+
+    def decode(answer: bytes, headers: Mapping[str, str]) -> np.ndarray:
+        return _probabilities(decode_output(answer), count)
+
+    return Workload(name, title, "", infer_request(_as_floats(images), model), "application/grpc", count, decode,
+                    protocol="grpc", model=model)
+
+
+def _for_model(workload: Workload, model: str, suffix: str = "") -> Workload:
+    """The same request on another model (the INT8 variant): its name gains `suffix`."""
+    return replace(workload, name=workload.name + suffix, title=f"{workload.title}, {model}", model=model)
+
+
+def all_workloads(images: np.ndarray, model: str, int8_model: str | None = None) -> dict[str, Workload]:
+    """Every request the benchmark can send, by name (bench/matrix.py says which server gets which);
+    the INT8 ones only when `int8_model` is served."""
     batch = images[:BATCH_IMAGES]
-    workloads = (naive_json(images[0]), v1_json(images[0]), v2_json(images[:1], model), v2_json(batch, model),
-                 v2_binary(images[:1], model), v2_binary(batch, model))
-    return {workload.name: workload for workload in workloads}
+    workloads = [naive_json(images[0]), v1_json(images[0]), v2_json(images[:1], model), v2_json(batch, model),
+                 v2_binary(images[:1], model), v2_binary(batch, model), grpc_infer(images[:1], model),
+                 grpc_infer(batch, model)]
+    if int8_model:
+        workloads += [_for_model(v2_binary(images[:1], int8_model), int8_model, INT8_SUFFIX),
+                      _for_model(v2_binary(batch, int8_model), int8_model, INT8_SUFFIX)]
+    return {workload.name: replace(workload, model=workload.model or model) for workload in workloads}
 
 
 def service_workloads(images: np.ndarray, model: str) -> list[Workload]:

@@ -70,14 +70,26 @@ def _batch_target(results: Results, workload: str, share: float) -> Target:
                   f"≥ {share:.0%}", best.vs_limit >= share)
 
 
+def _grpc_target(results: Results, concurrency: int = 64) -> Target:
+    title = f"grpc at concurrency {concurrency}: req/s ≥ v2-binary's, p99 lower"
+    grpc, binary = (results.find(TARGET_SERVER, workload, concurrency) for workload in ("grpc", "v2-binary"))
+    if grpc is None or binary is None or not binary.median.requests_per_s:
+        return Target(title, "not measured", "v2-binary's", None)
+    measured, required = grpc.median, binary.median
+    return Target(title, f"{measured.requests_per_s:,.0f} req/s, p99 {measured.p99_ms:.1f} ms",
+                  f"≥ {required.requests_per_s:,.0f} req/s, p99 < {required.p99_ms:.1f} ms",
+                  measured.requests_per_s >= required.requests_per_s and 0 < measured.p99_ms < required.p99_ms)
+
+
 def evaluate_targets(results: Results) -> list[Target]:
-    """The issue's targets, on the service with batching on (its default)."""
+    """The issues' targets that compare the service with itself and the naive server, with batching on."""
     return [
         _ratio_target(results, "v1-json", 64, 2.0),
         _latency_target(results, "v1-json", 64, "p99"),
         _ratio_target(results, "v2-binary", 64, 3.0),
         _batch_target(results, "v2-binary-256", 0.9),
         *(_latency_target(results, workload, 1, "p50") for workload in ("v1-json", "v2-json", "v2-binary")),
+        _grpc_target(results),
     ]
 
 

@@ -28,18 +28,28 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 
-from bench import inprocess, servers
+from bench import grpc_load, inprocess, servers
 from bench.anchor_report import evaluate_anchor_targets
 from bench.anchors.setup import ANCHORS_ROOT
 from bench.anchors.specs import Environment, anchor_spec, find_environment
 from bench.cpu import cpu_model, machine_cpu_times
-from bench.load import default_tool, run_load, tool_version, write_body
+from bench.load import LoadResult, default_tool, run_load, tool_version, write_body
 from bench.matrix import ALL_REQUESTS, SERVICE_SERVERS, requests_for
-from bench.payloads import Workload, all_workloads, sample_images, v2_json
-from bench.report import Point, Results, Sample, add_ratios, evaluate_targets, render_markdown, update_document
+from bench.payloads import INT8_SUFFIX, Workload, all_workloads, sample_images, v2_json
+from bench.report import (
+    Point,
+    Results,
+    Sample,
+    add_ratios,
+    evaluate_targets,
+    render_markdown,
+    update_document,
+)
+from contract import store
 from service.config import available_cpus
 
 logger = logging.getLogger("bench")
@@ -82,11 +92,20 @@ class BenchPlan:
 
     @property
     def model_path(self) -> Path:
+        return self.path_of(self.model)
+
+    def path_of(self, model: str) -> Path:
         """models/<model>/<highest version>/model.onnx."""
-        versions = [path for path in (self.models_dir / self.model).glob("*/model.onnx") if path.parent.name.isdigit()]
-        if not versions:
-            raise FileNotFoundError(f"no {self.models_dir / self.model}/<version>/model.onnx")
-        return max(versions, key=lambda path: int(path.parent.name))
+        found = store.scan(self.models_dir, only=model).get(model)
+        if not found:
+            raise FileNotFoundError(f"no {self.models_dir / model}/<version>/model.onnx")
+        return found[max(found)]
+
+    @property
+    def int8_model(self) -> str | None:
+        """The model's INT8 variant, when the models directory has one (mnist-serve quantize)."""
+        name = self.model + INT8_SUFFIX
+        return name if store.scan(self.models_dir, only=name) else None
 
     def server_spec(self, name: str, port: int) -> servers.ServerSpec:
         if name == "naive":
@@ -106,11 +125,32 @@ def measure_limit(plan: BenchPlan) -> dict[int, dict[str, float]]:
     return inprocess.measure(plan.model_path, list(plan.limit_batches), min(plan.duration, 2.0))
 
 
+def grpc_target(server: servers.RunningServer) -> str:
+    return f"{servers.HOST}:{server.spec.env['MNIST_SERVE_GRPC_PORT']}"
+
+
+def ask(server: servers.RunningServer, workload: Workload) -> tuple[int, bytes, dict[str, str]]:
+    """One request outside the load generator: status, body, headers."""
+    if workload.protocol == "grpc":
+        try:
+            return 200, grpc_load.infer_once(grpc_target(server), workload.body), {}
+        except grpc.RpcError as error:
+            return 500, str(error).encode(), {}
+    return servers.post(server.url + workload.path, workload.body, workload.content_type, workload.headers)
+
+
+def drive(server: servers.RunningServer, workload: Workload, body_file: Path, concurrency: int,
+          duration: float, tool: str) -> LoadResult | grpc_load.GrpcLoadResult:
+    """Load from a separate process: wrk (or the asyncio client) for HTTP, bench.grpc_load for gRPC."""
+    if workload.protocol == "grpc":
+        return grpc_load.run_load(grpc_target(server), workload.body, concurrency, duration, body_file=body_file)
+    return run_load(tool, server.url, workload, body_file, concurrency, duration)
+
+
 def check_answers(server: servers.RunningServer, workload: Workload, reference: np.ndarray) -> None:
     """One request: 200, and the probabilities in-process ONNX Runtime gives the same images
     (`reference`: [n, 10] for the first n images), label by label and within PROBABILITY_TOLERANCE."""
-    status, body, headers = servers.post(server.url + workload.path, workload.body, workload.content_type,
-                                         workload.headers)
+    status, body, headers = ask(server, workload)
     if status != 200:
         raise RuntimeError(f"{server.spec.title} answered {workload.name} with {status}: {body[:500]!r}")
     try:
@@ -130,13 +170,14 @@ def check_answers(server: servers.RunningServer, workload: Workload, reference: 
 
 
 def verify_server(server: servers.RunningServer, workloads: list[Workload], images: np.ndarray,
-                  reference: np.ndarray, model: str) -> None:
-    """Every request the server will be sent, and for a V2 server one more with CHECK_IMAGES other images."""
+                  references: dict[str, np.ndarray], model: str) -> None:
+    """Every request the server will be sent (each against in-process ONNX Runtime on the model it
+    names), and for a V2 server one more with CHECK_IMAGES other images."""
     for workload in workloads:
-        check_answers(server, workload, reference)
+        check_answers(server, workload, references[workload.model])
     if any(workload.path.startswith("/v2/") for workload in workloads):
         check = v2_json(images[CHECK_IMAGES: 2 * CHECK_IMAGES], model)
-        check_answers(server, check, reference[CHECK_IMAGES: 2 * CHECK_IMAGES])
+        check_answers(server, check, references[model][CHECK_IMAGES: 2 * CHECK_IMAGES])
 
 
 def settle(started: dict[str, servers.RunningServer]) -> None:
@@ -149,7 +190,7 @@ def settle(started: dict[str, servers.RunningServer]) -> None:
 def measure_point(server: servers.RunningServer, workload: Workload, body_file: Path, concurrency: int,
                   plan: BenchPlan) -> Sample:
     server_before, machine_before = server.cpu_seconds(), machine_cpu_times()
-    load = run_load(plan.load_tool, server.url, workload, body_file, concurrency, plan.duration)
+    load = drive(server, workload, body_file, concurrency, plan.duration, plan.load_tool)
     server_cpu_s = server.cpu_seconds() - server_before
     machine_busy_s = machine_cpu_times().busy_s - machine_before.busy_s
     if server.process.poll() is not None:
@@ -204,18 +245,19 @@ def running_servers(plan: BenchPlan, log_dir: Path) -> Iterator[Started]:
 
 
 def workloads_by_server(plan: BenchPlan, images: np.ndarray) -> dict[str, list[Workload]]:
-    """Each server's requests (bench/matrix.py), limited to the plan's `workloads`."""
-    by_name = all_workloads(images, plan.model)
-    return {name: [by_name[key] for key in requests_for(name, plan.workloads)]
+    """Each server's requests (bench/matrix.py), limited to the plan's `workloads`; the INT8 ones
+    only where the INT8 variant of the model is in the models directory."""
+    by_name = all_workloads(images, plan.model, plan.int8_model)
+    return {name: [by_name[key] for key in requests_for(name, plan.workloads) if key in by_name]
             for name in (*plan.servers, *plan.anchors)}
 
 
 def verify_servers(started: Started, workloads: dict[str, list[Workload]], images: np.ndarray,
-                   reference: np.ndarray, plan: BenchPlan) -> None:
+                   references: dict[str, np.ndarray], plan: BenchPlan) -> None:
     """Each server must answer as in-process ONNX Runtime does; an anchor that does not is stopped and skipped."""
     for name, server in list(started.servers.items()):
         try:
-            verify_server(server, workloads[name], images, reference, plan.model)
+            verify_server(server, workloads[name], images, references, plan.model)
         except RuntimeError as error:
             if name not in plan.anchors:
                 raise
@@ -231,8 +273,8 @@ def prepare_points(started: dict[str, servers.RunningServer], workloads: dict[st
     points: dict[tuple[str, str, int], tuple[Workload, Point]] = {}
     for name, server in started.items():
         for workload in workloads[name]:
-            run_load(plan.load_tool, server.url, workload, body_files[workload.name], max(plan.concurrencies),
-                     plan.warmup_s)
+            drive(server, workload, body_files[workload.name], max(plan.concurrencies), plan.warmup_s,
+                  plan.load_tool)
             settle(started)
             for concurrency in plan.concurrencies:
                 points[(name, workload.name, concurrency)] = (workload, Point(
@@ -264,12 +306,13 @@ def run_benchmark(plan: BenchPlan, images: np.ndarray | None = None) -> Results:
     """`images`: uint8 digits [n >= 256, 28, 28] for the bodies; default the MNIST test set's."""
     stamp, started_s = dt.datetime.now().astimezone(), time.monotonic()
     images = sample_images() if images is None else images
-    reference = inprocess.predict_probabilities(plan.model_path, images)
     workloads = workloads_by_server(plan, images)
+    references = {model: inprocess.predict_probabilities(plan.path_of(model), images)
+                  for model in {workload.model for group in workloads.values() for workload in group}}
     body_files = {workload.name: write_body(workload, plan.out_dir / "bodies")
                   for group in workloads.values() for workload in group}
     with running_servers(plan, plan.out_dir / f"logs-{stamp:%Y%m%d-%H%M%S}") as started:
-        verify_servers(started, workloads, images, reference, plan)
+        verify_servers(started, workloads, images, references, plan)
         points = prepare_points(started.servers, workloads, body_files, plan)
         limit_runs = measure_runs(started.servers, points, body_files, plan)
         titles = {name: server.spec.title for name, server in started.servers.items()}

@@ -203,7 +203,7 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
     """With an anchor asked for but not built: it is skipped with one line, and the rest is measured."""
     # 3 s a point: on a machine busy with other work a 256-image request can take more than a second
     plan = BenchPlan(model=MODEL, models_dir=MODELS_DIR, out_dir=tmp_path, duration=3.0, runs=1, concurrencies=(2,),
-                     servers=("naive", "batching-on"), workloads=("v1-json", "v2-binary-256"), limit_batches=(1, 256),
+                     servers=("naive", "batching-on"), workloads=("v1-json", "v2-binary-256", "grpc"), limit_batches=(1, 256),
                      warmup_s=0.5, document=tmp_path / "benchmark.md", anchors=("triton",),
                      anchors_root=tmp_path / "anchors")
     results = run_benchmark(plan, images)
@@ -212,7 +212,7 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
         f"triton: skipped, no environment in {tmp_path / 'anchors' / 'pytriton'}")
     assert results.anchor_targets == []
     assert [(point.server, point.workload) for point in results.points] == [
-        ("naive", "naive-json"), ("batching-on", "v1-json"), ("batching-on", "v2-binary-256")]
+        ("naive", "naive-json"), ("batching-on", "v1-json"), ("batching-on", "v2-binary-256"), ("batching-on", "grpc")]
     for point in results.points:
         assert len(point.runs) == 1
         assert point.median.errors == 0
@@ -224,7 +224,7 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
 
     json_path, markdown_path = write_results(results, plan)
     saved = json.loads(json_path.read_text())
-    assert {point["workload"] for point in saved["points"]} == {"naive-json", "v1-json", "v2-binary-256"}
+    assert {point["workload"] for point in saved["points"]} == {"naive-json", "v1-json", "v2-binary-256", "grpc"}
     assert saved["points"][2]["median"]["images_per_s"] == pytest.approx(
         256 * saved["points"][2]["median"]["requests_per_s"])
     assert markdown_path.read_text() in (tmp_path / "benchmark.md").read_text()
