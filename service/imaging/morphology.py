@@ -44,8 +44,16 @@ def min_filter(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def opening(values: np.ndarray, window: int) -> np.ndarray:
-    """Removes bright structures narrower than `window`; keeps steps, ramps and wider plateaus."""
-    return max_filter(min_filter(values, window), window)
+    """Removes bright structures narrower than `window`; keeps steps, ramps and wider plateaus.
+
+    The image is extended by repeating its edge, so that the square may also stand partly outside:
+    a ramp rising to the border is kept to its last pixel (with the square held inside, its top
+    would be cut flat)."""
+    window |= 1  # centred, so that the dilation undoes the erosion exactly
+    margin = window // 2
+    padded = np.pad(values, margin, mode="edge")
+    opened = max_filter(min_filter(padded, window), window)
+    return opened[margin : margin + values.shape[0], margin : margin + values.shape[1]]
 
 
 def box_blur(values: np.ndarray, window: int) -> np.ndarray:

@@ -111,9 +111,9 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
         background: np.ndarray | float = 1.0 - level if dark_on_light else level
     else:
         dark_on_light = _dark_ink_by_cells(smooth)
-        g = 1.0 - gray if dark_on_light else gray
-        window = max(3, round(max(gray.shape) * BACKGROUND_WINDOW))
-        background = _background(1.0 - smooth if dark_on_light else smooth, window)
+        g = 1.0 - smooth if dark_on_light else smooth  # the same pixels as the background's: a sharp
+        window = max(3, round(max(gray.shape) * BACKGROUND_WINDOW))  # shadow edge must cancel out
+        background = _background(g, window)
     ink = np.clip((g - background) / np.maximum(1.0 - np.asarray(background, np.float32), 0.05), 0.0, 1.0)
     return (_above_paper_noise(ink) if uneven else ink), uneven
 
