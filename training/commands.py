@@ -67,7 +67,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         augment.add_argument(f"--augment-{flag}", type=float, metavar="X", help=f"{unit} (default: the preset's)")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="start from this model's weights instead of a random initialisation (fine-tuning): "
-                             "a name in --out, name:version, or a path; same architecture and framework (default: none)")
+                             "a name in --out (else in the repo's models), name:version, or a path; same architecture and "
+                             "framework (default: none)")
     parser.add_argument("--validation-size", type=int, default=defaults.validation_size,
                         help="training images held out for choosing the best epoch")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the split, initialisation, shuffling and augmentation")
@@ -115,7 +116,11 @@ def train(args: argparse.Namespace) -> int:
         from contract import store
 
         try:
-            settings.init_from = str(store.locate(resolve_model(args.init_from, out_dir))[2])
+            try:
+                start = resolve_model(args.init_from, out_dir)
+            except FileNotFoundError:  # a name not in --out: the repo's models
+                start = resolve_model(args.init_from, MODELS_DIR)
+            settings.init_from = str(store.locate(start)[2])
         except FileNotFoundError as exc:
             return _fail("train", f"--init-from {exc}")
     report_dir = Path(args.report_dir) if args.report_dir else out_dir.resolve().parent / "reports"

@@ -85,6 +85,10 @@ def test_init_from_another_framework_is_refused(models_with_version_1: Path, cap
     assert dry_run(models_with_version_1, "--init-from", str(model_file("lenet-tensorflow", 1))) == 2
     assert capsys.readouterr().err.strip() == (f"mnist-serve train: --init-from {model_file('lenet-tensorflow', 1)} is "
                                                "lenet-tensorflow, not lenet-pytorch")
+    # a name that is not in --out is looked up in the repo's models
+    assert dry_run(models_with_version_1, "--init-from", "lenet-tensorflow:1") == 2
+    assert capsys.readouterr().err.strip() == (f"mnist-serve train: --init-from {model_file('lenet-tensorflow', 1)} is "
+                                               "lenet-tensorflow, not lenet-pytorch")
     assert dry_run(models_with_version_1, "--init-from", "no-such-model") == 2
     assert "no model of that name" in capsys.readouterr().err
 
