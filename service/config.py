@@ -65,6 +65,34 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(256, ge=1, description="requests waiting per model version before 503")
     instances: int = Field(1, ge=1, le=16, description="batches of one model version computed at once")
     request_timeout_s: float = Field(10.0, gt=0, description="queue wait after which a request gets 503")
+    max_queue_images: int = Field(4096, ge=1, description="images admitted per model version and not yet computed "
+                                  "(a request's cost: its batch, explain's patch positions) before 503")
+    release_memory_after_idle_s: float = Field(1.0, ge=0, description="a model version idle this long gives ONNX "
+                                               "Runtime's unused arena memory back (0: keep it)")
+
+    # the cost of one request, and of all requests in progress together
+    max_compute_images: int = Field(1024, ge=1, description="images the model computes for one request (explain: "
+                                    "1 + patch positions); over it 413")
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=65536, description="one response's size, estimated before "
+                                    "any work (V2 outputs, activations); over it 413")
+    max_request_pixels: int = Field(32_000_000, ge=784, description="decoded width x height of all the image files "
+                                    "of one request, read from their headers; over it 413")
+    max_pending_response_bytes: int = Field(64 * 1024 * 1024, ge=65536, description="estimated response bytes of "
+                                            "all requests in progress together before 503")
+    max_pending_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="request body bytes held by all "
+                                        "requests in progress together before 503")
+
+    # connections
+    max_connections: int = Field(1000, ge=1, description="open connections; one more is answered 503 and closed")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line and headers; over it 431 and the "
+                                  "connection is closed")
+    header_timeout_s: float = Field(10.0, gt=0, description="time to send the request line and headers; then 408 "
+                                    "and close (a connection that sent nothing is just closed)")
+    body_timeout_s: float = Field(60.0, gt=0, description="time to send the request body once the headers are in; "
+                                  "then 408 and close")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this long")
+    send_timeout_s: float = Field(30.0, gt=0, description="a client that reads nothing of its response for this "
+                                  "long is disconnected")
 
     # input limits
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="request body, after decompression")

@@ -4,6 +4,7 @@ over gRPC all call it, and nothing above it touches the registry, the batchers o
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,8 @@ import numpy as np
 from contract import store
 from contract.metadata import ModelMetadata
 from contract.spec import WEIGHTED_KINDS, LayerSpec
-from service import context
+from service import context, inflight
+from service.admission import Admission, Cost, raw_outputs
 from service.batching import BatchingConfig, BatchResult
 from service.config import Settings
 from service.errors import BadRequest, ModelNotReady, NotFound
@@ -39,6 +41,7 @@ class DataPlane:
     def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
+        self.admission = Admission(settings)
 
     # ---- readiness -------------------------------------------------------------------------
     @property
@@ -96,14 +99,40 @@ class DataPlane:
         return spec, model.weights[layer]
 
     # ---- inference -------------------------------------------------------------------------
-    async def infer(self, model: ModelVersion, batch: np.ndarray, outputs: Sequence[str]) -> BatchResult:
-        """Run `batch` [n, 1, 28, 28] through the model's batcher; the result holds `outputs`."""
+    def admit(self, cost: Cost) -> None:
+        """413 when one request costs more than the per-request limits allow: call it as soon as
+        the cost is known (before the body is read when the query alone says it)."""
+        self.admission.check(cost)
+
+    async def infer(self, model: ModelVersion, batch: np.ndarray, outputs: Sequence[str], cost: Cost | None = None,
+                    deadline: float | None = None) -> BatchResult:
+        """Run `batch` [n, 1, 28, 28] through the model's batcher; the result holds `outputs`.
+
+        `cost` prices the request (service.admission); without one it is charged its outputs as raw
+        float32, so an endpoint whose response is bigger (JSON, PNG) must pass its own. Its response
+        bytes are held in the server's budget until the request ends. `deadline` (time.monotonic())
+        is the caller's own: a request still queued when it passes is dropped (504). A client that
+        disconnects while its request waits cancels it, before compute."""
         unknown = [name for name in outputs if name not in model.outputs]
         if unknown:
             raise BadRequest(f"unknown output {unknown[0]!r}; outputs: {', '.join(model.outputs)}")
+        if len(set(outputs)) != len(outputs):
+            repeated = next(name for name, count in Counter(outputs).items() if count > 1)
+            raise BadRequest(f"output {repeated!r} is requested more than once")
+        cost = cost or raw_outputs(model.layers, len(batch), outputs)
+        self.admission.check(cost)
         if model.batcher.closed and not self.registry.draining:
             model = self._current(model)
-        return await model.batcher.submit(batch, outputs)
+        scoped = self.admission.hold_response(cost)
+        batcher = model.batcher
+        # Listen for the client leaving when the request will wait: behind other work, or in chunks.
+        waits = batcher.busy > 0 or batcher.queue_depth > 0 or len(batch) > batcher.config.max_batch_size
+        try:
+            with inflight.cancellable(watch=waits):
+                return await batcher.submit(batch, outputs, deadline)
+        finally:
+            if not scoped:
+                self.admission.give_back(cost)
 
     def _current(self, retired: ModelVersion) -> ModelVersion:
         """A request resolves its model before it reads the body; if that version was reloaded in

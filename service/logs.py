@@ -1,14 +1,26 @@
-"""Structured logs: one JSON object per line, carrying the request id of the request being served."""
+"""Structured logs: one JSON object per line, carrying the request id of the request being served;
+or plain text. Either way a log line is one line: what a client sent (a path, a header, a file
+name) cannot start a line of its own. JSON escapes every control character; the text format
+escapes them in the message and indents a traceback's lines under the line that reports it."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 from service import context
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+TRACEBACK_INDENT = "    | "
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as Python escapes (a newline becomes the two characters \\n)."""
+    return CONTROL_CHARACTERS.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,12 +42,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, separators=(",", ":"))
 
 
+class TextFormatter(logging.Formatter):
+    FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+    def __init__(self) -> None:
+        super().__init__(self.FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return self.FORMAT % {**record.__dict__, "message": escape_controls(record.message)}
+
+    def formatException(self, exc_info) -> str:  # noqa: ANN001 - logging's own signature
+        return _indented(super().formatException(exc_info))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(stack_info)
+
+
+def _indented(text: str) -> str:
+    return "\n".join(TRACEBACK_INDENT + escape_controls(line) for line in text.split("\n"))
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -101,9 +101,11 @@ def build_version(name: str, version: int, path: Path, settings: Settings, metri
 
 
 def warm_up(runtime: ModelRuntime, outputs: tuple[str, ...], max_batch_size: int) -> None:
-    """First runs allocate and pick kernels; do them before the version is reported ready."""
+    """First runs allocate and pick kernels; do them before the version is reported ready, then give
+    their memory back (a version that is never asked holds no batch's worth of arena)."""
     runtime.run(np.zeros((1, *INPUT_SHAPE), np.float32), outputs)
     runtime.run(np.zeros((max_batch_size, *INPUT_SHAPE), np.float32), [PROBABILITIES])
+    runtime.release_memory()
 
 
 class ModelRegistry:

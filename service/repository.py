@@ -4,6 +4,7 @@ call them. Apart from the data plane, as MLServer keeps ModelRepositoryHandlers 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Any
 
 from service.config import Settings
@@ -20,6 +21,24 @@ def authorize(settings: Settings, bearer: str | None) -> None:
         scheme, _, token = (bearer or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), settings.admin_token.encode()):
             raise Unauthorized("admin token missing or wrong: send Authorization: Bearer <token>")
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure(settings: Settings) -> str | None:
+    """Why the admin settings cannot be honoured safely, or None: without a token, the API may only
+    listen on a loopback address (anyone who reaches the port could unload every model)."""
+    if settings.admin_enabled and not settings.admin_token and not is_loopback(settings.host):
+        return (f"admin_enabled without admin_token on host {settings.host}, which is not a loopback address: "
+                "anyone who can reach the port could unload the models; set admin_token, or bind to 127.0.0.1")
+    return None
 
 
 class ModelRepository:

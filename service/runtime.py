@@ -9,7 +9,8 @@ import numpy as np
 import onnxruntime as ort
 
 from service.errors import ProviderError
-from contract.spec import INPUT_NAME
+from service.priority import lower_current_thread
+from contract.spec import INPUT_NAME, INPUT_SHAPE, PROBABILITIES
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,21 @@ class ModelRuntime:
         # Spinning worker threads answer faster but take the event loop's core while they wait for work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = requested_providers(device, ort.get_available_providers())
+        lower_current_thread()  # the session's thread pool is started by this thread and inherits its niceness
         self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         self.provider = active_provider(device, self.session.get_providers())
         self.output_names = [out.name for out in self.session.get_outputs()]
+        # The arena keeps the largest batch's memory for the next run (fast under load); a run with
+        # shrinkage frees every arena region no run is using, which is how an idle session gives it back.
+        self._shrink = ort.RunOptions()
+        arenas = "cpu:0;gpu:0" if self.provider == CUDA else "cpu:0"
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+        self._probe = np.zeros((1, *INPUT_SHAPE), np.float32)
 
     def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         names = list(outputs)
         return dict(zip(names, self.session.run(names, {INPUT_NAME: batch})))
+
+    def release_memory(self) -> None:
+        """Give the arena's unused memory back to the system (a one-image run with shrinkage)."""
+        self.session.run([PROBABILITIES], {INPUT_NAME: self._probe}, self._shrink)

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 
+from service import connections, memory, repository
 from service.config import Settings
 from service.errors import ProviderError
 from service.grpc.frontend import GrpcFrontEnd, GrpcStartError
@@ -94,6 +95,9 @@ def run_server(settings: Settings) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         check_models_dir(settings)
+        if refusal := repository.exposure(settings) or connections.ensure_file_limit(settings):
+            raise StartupRefused(refusal)
+        memory.map_large_blocks()
     except StartupRefused as exc:
         return refuse(str(exc))
     app = create_app(settings)
@@ -102,6 +106,7 @@ def run_server(settings: Settings) -> int:
         app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on",
         # seconds, float accepted; int(grace) or None turned a grace under 1 s into waiting for ever
         timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
+        **connections.uvicorn_options(settings),
     )
     grpc_front = GrpcFrontEnd.for_app(app, settings)
     server = DrainingServer(config, registry, grpc_front.drain)

@@ -1,21 +1,37 @@
-"""Request bodies over HTTP: decompression within the body limit, the media type, and V1 images
-from a JSON or multipart body."""
+"""Request bodies over HTTP: decompression within the body limit, the media type, JSON priced by
+the images it can carry before it is parsed, and V1 images from a JSON or multipart body. Large
+bodies are parsed, and image files decoded, off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-import numpy as np
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from contract.spec import INPUT_SHAPE
+from service import offload
 from service.config import Settings
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from service.jsonio import parse_json
-from service.protocol.v1.images import InputLimits, ParsedImages, file_to_image, parse_v1_images
+from service.priority import lower_current_thread
+from service.protocol.v1.images import InputLimits, ParsedImages, check_file_size, decode_files, parse_v1_images
+from service.protocol.v2 import model_io
+from service.protocol.v2.rest import HEADER_LENGTH, decode_request, split_body
+from service.protocol.v2.types import InferRequest
+
+# Image files are decoded by this many threads at once, whatever the number of requests: a decoded
+# image can take max_image_pixels x 4 bytes before it is reduced, so this bounds that memory.
+DECODE_THREADS = 2
+_decoders = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode",
+                               initializer=lower_current_thread)
+PIXELS = INPUT_SHAPE[-1] * INPUT_SHAPE[-2]
 
 
 def settings_of(request: Request) -> Settings:
@@ -24,7 +40,44 @@ def settings_of(request: Request) -> Settings:
 
 def input_limits(settings: Settings) -> InputLimits:
     return InputLimits(max_images=settings.max_images_per_request, max_encoded_bytes=settings.max_encoded_image_bytes,
-                       max_pixels=settings.max_image_pixels)
+                       max_pixels=settings.max_image_pixels, max_request_pixels=settings.max_request_pixels)
+
+
+def check_json_size(text: bytes, settings: Settings) -> None:
+    """Price a JSON body before it is parsed: parsing costs by the objects, arrays and values it
+    holds, and a request needs at most 32 arrays and 2 x 784 values per image it may carry
+    (max_images_per_request), with some room for the rest. A body of a million `{}`s is refused
+    here, at C speed, instead of being parsed and walked."""
+    images = settings.max_images_per_request
+    containers = text.count(b"{") + text.count(b"[")
+    container_limit = 64 + 32 * images
+    if containers > container_limit:
+        raise PayloadTooLarge(f"JSON body has {containers} objects and arrays, more than the {container_limit} that "
+                              f"the max_images_per_request limit of {images} allows")
+    values = text.count(b",") + 1
+    value_limit = 1024 + 2 * PIXELS * images
+    if values > value_limit:
+        raise PayloadTooLarge(f"JSON body has {values} values, more than the {value_limit} that the "
+                              f"max_images_per_request limit of {images} allows")
+
+
+def parse_priced_json(text: bytes, settings: Settings) -> Any:
+    check_json_size(text, settings)
+    return parse_json(text, settings.max_json_depth, error=BadRequest)
+
+
+def decode_v2(body: bytes, header_length: str | None, settings: Settings) -> InferRequest:
+    """A V2 REST body -> InferRequest, its JSON header priced first."""
+    check_json_size(split_body(body, header_length)[0], settings)
+    return decode_request(body, header_length, settings.max_json_depth + len(INPUT_SHAPE),
+                          model_io.input_check(settings.max_images_per_request))
+
+
+async def read_v2_request(request: Request) -> InferRequest:
+    """The V2 inference request in the body (large ones decoded off the event loop)."""
+    body = await read_body(request)
+    return await offload.call(decode_v2, body, request.headers.get(HEADER_LENGTH), settings_of(request),
+                              size=len(body))
 
 
 async def read_body(request: Request) -> bytes:
@@ -60,15 +113,16 @@ async def read_images(request: Request, preprocess: bool | None, single: bool) -
     limits = input_limits(settings)
     kind = media_type(request)
     if kind == "application/json" or kind.endswith("+json"):
-        body = parse_json(await read_body(request), settings.max_json_depth, error=BadRequest)
+        raw = await read_body(request)
+        body = await offload.call(parse_priced_json, raw, settings, size=len(raw))
         if not isinstance(body, dict):
             raise Unprocessable("request body must be a JSON object")
         unknown = sorted(set(body) - {"image", "images", "image_base64", "images_base64"})
         if unknown:
             raise Unprocessable(f"unknown field {unknown[0]!r}; options go in the query string")
         if "image_base64" in body or "images_base64" in body:
-            return await asyncio.to_thread(parse_v1_images, body, limits, preprocess, single)
-        return parse_v1_images(body, limits, preprocess, single)
+            return await _decode(parse_v1_images, body, limits, preprocess, single)
+        return await offload.call(parse_v1_images, body, limits, preprocess, single, size=len(raw))
     if kind == "multipart/form-data":
         return await _read_multipart(request, settings, limits, preprocess, single)
     shown = kind or "none"
@@ -96,12 +150,15 @@ async def _read_multipart(request: Request, settings: Settings, limits: InputLim
             raise Unprocessable(f"this endpoint takes one image; got {len(files)} 'file' parts")
         if len(files) > limits.max_images:
             raise PayloadTooLarge(f"{len(files)} files exceed the max_images_per_request limit of {limits.max_images}")
-        contents = [await item.read() for item in files]
+        contents = [(f"file[{index}]", await item.read()) for index, item in enumerate(files)]
     finally:
         await form.close()
+    for where, data in contents:
+        check_file_size(data, limits, where)
     apply = True if preprocess is None else preprocess
+    return ParsedImages(images=await _decode(decode_files, contents, limits, apply), encoded=True)
 
-    def decode() -> np.ndarray:
-        return np.stack([file_to_image(data, limits, apply, f"file[{index}]") for index, data in enumerate(contents)])
 
-    return ParsedImages(images=await asyncio.to_thread(decode), encoded=True)
+async def _decode(function: Any, *args: Any) -> Any:
+    """Image decoding, on the decoding threads."""
+    return await asyncio.get_running_loop().run_in_executor(_decoders, functools.partial(function, *args))

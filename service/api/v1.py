@@ -3,7 +3,7 @@ call into the data plane between reading the request and rendering the answer.""
 
 from __future__ import annotations
 
-import asyncio
+from collections import Counter
 from typing import Annotated, Any
 
 import numpy as np
@@ -11,11 +11,12 @@ from fastapi import Path, Query, Request
 from starlette.responses import Response
 
 from contract.spec import PROBABILITIES
-from service import occlusion
+from service import admission, occlusion, offload
 from service.api.bodies import read_images
 from service.api.responses import JSONBody
 from service.api.routing import FastRoute, model_routes, route
 from service.dataplane import DataPlane
+from service.errors import BadRequest
 from service.protocol.v1 import render
 from service.protocol.v1.images import to_batch
 from service.protocol.v1.openapi import BATCH_BODY, SINGLE_BODY
@@ -47,12 +48,13 @@ async def predict(request: Request, options: Annotated[PredictOptions, Query()],
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
     parsed = await read_images(request, options.preprocess, single=False)
-    result = await plane.infer(model, to_batch(parsed.images), (PROBABILITIES,))
+    cost = admission.predict(len(parsed.images), options.include_input)
+    result = await plane.infer(model, to_batch(parsed.images), (PROBABILITIES,), cost)
     body: dict[str, Any] = {"model": model.name, "version": model.version,
                             "predictions": render.predictions(result.outputs[PROBABILITIES], options.top_k)}
     if options.include_input:
         body["inputs"] = render.input_rows(parsed.images)
-    return JSONBody(body)
+    return await offload.json_response(body, cost.response_bytes)
 
 
 async def activations(request: Request, options: Annotated[ActivationsOptions, Query()], name: ModelName = None,
@@ -60,15 +62,20 @@ async def activations(request: Request, options: Annotated[ActivationsOptions, Q
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
     names = [item.strip() for item in (options.layers or "").split(",") if item.strip()]
+    repeated = [layer for layer, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise BadRequest(f"layer {repeated[0]!r} is named more than once in 'layers'")
     specs = [model.layer(layer) for layer in names] if names else list(model.layers)
+    cost = admission.activations(specs, options.encoding, options.dtype, options.bins, options.include_input)
+    plane.admit(cost)
     parsed = await read_images(request, options.preprocess, single=True)
-    result = await plane.infer(model, to_batch(parsed.images), (PROBABILITIES, *(spec.name for spec in specs)))
+    result = await plane.infer(model, to_batch(parsed.images), (PROBABILITIES, *(spec.name for spec in specs)), cost)
     body: dict[str, Any] = {"model": model.name, "version": model.version,
                             "prediction": render.predictions(result.outputs[PROBABILITIES], options.top_k)[0],
-                            "layers": await asyncio.to_thread(render.layers, specs, result.outputs, options)}
+                            "layers": await offload.run(render.layers, specs, result.outputs, options)}
     if options.include_input:
         body["input"] = render.input_rows(parsed.images[0])
-    return JSONBody(body)
+    return await offload.json_response(body, cost.response_bytes)
 
 
 async def weights(request: Request, options: Annotated[WeightsOptions, Query()],
@@ -77,7 +84,7 @@ async def weights(request: Request, options: Annotated[WeightsOptions, Query()],
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
     spec, params = plane.layer_weights(model, layer)
-    encoded = await asyncio.to_thread(render.weights, spec, params, options)
+    encoded = await offload.run(render.weights, spec, params, options)
     return JSONBody({"model": model.name, "version": model.version, **encoded})
 
 
@@ -86,9 +93,11 @@ async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
     plan = occlusion.make_plan(options.patch, options.stride, options.fill)
+    cost = admission.explain(len(plan.positions), include_input=options.include_input)
+    plane.admit(cost)
     parsed = await read_images(request, options.preprocess, single=True)
     image = parsed.images[0]
-    result = await plane.infer(model, to_batch(occlusion.occluded_batch(image, plan)), (PROBABILITIES,))
+    result = await plane.infer(model, to_batch(occlusion.occluded_batch(image, plan)), (PROBABILITIES,), cost)
     probabilities = result.outputs[PROBABILITIES]
     predicted = int(np.argmax(probabilities[0]))
     chosen = predicted if options.target is None else options.target
@@ -100,7 +109,7 @@ async def explain(request: Request, options: Annotated[ExplainOptions, Query()],
     }
     if options.include_input:
         body["input"] = render.input_rows(image)
-    return JSONBody(body)
+    return await offload.json_response(body, cost.response_bytes)
 
 
 def routes() -> list[FastRoute]:

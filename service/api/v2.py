@@ -9,15 +9,15 @@ from fastapi import Path, Request
 from starlette.responses import Response
 
 from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, NUM_CLASSES, PROBABILITIES
-from service import __version__
-from service.api.bodies import read_body, settings_of
+from service import __version__, admission, offload
+from service.api.bodies import read_v2_request, settings_of
 from service.api.responses import JSONBody
 from service.api.routing import FastRoute, model_routes, route
 from service.dataplane import DataPlane, ModelDescription
 from service.errors import ModelNotReady, ServiceUnavailable
 from service.protocol.v2 import model_io
 from service.protocol.v2.datatypes import OUTPUT_DATATYPE, datatype_names
-from service.protocol.v2.rest import HEADER_LENGTH, decode_request, encode_response
+from service.protocol.v2.rest import HEADER_LENGTH, encode_response
 
 TAGS = ["v2"]
 ModelName = Annotated[str, Path(description="model name")]
@@ -92,14 +92,15 @@ async def model_ready(request: Request, name: ModelName, version: Version = None
 
 async def infer(request: Request, name: ModelName, version: Version = None) -> Response:
     plane = dataplane_of(request)
-    settings = settings_of(request)
     model = plane.resolve(name, version)
-    inference = decode_request(await read_body(request), request.headers.get(HEADER_LENGTH),
-                               settings.max_json_depth + len(INPUT_SHAPE),
-                               model_io.input_check(settings.max_images_per_request))
+    inference = await read_v2_request(request)
     outputs = model_io.requested_outputs(inference, model.outputs)
-    result = await plane.infer(model, model_io.request_batch(inference), [output.name for output in outputs])
-    body, headers = encode_response(model_io.response(model.name, model.version, inference, outputs, result.outputs))
+    batch = model_io.request_batch(inference)
+    cost = admission.v2(model.layers, len(batch), [(out.name, out.binary) for out in outputs], inference.id or "")
+    result = await plane.infer(model, batch, [output.name for output in outputs], cost)
+    response = model_io.response(model.name, model.version, inference, outputs, result.outputs)
+    body, headers = await offload.call(encode_response, response, offload.json_encoder(cost.response_bytes),
+                                       size=cost.response_bytes)
     return Response(content=body, media_type=headers.pop("content-type"), headers=headers)
 
 

@@ -238,8 +238,9 @@ def test_json_nesting_deeper_than_the_limit(client: httpx.Client) -> None:
     refused(client.post(PREDICT, json={"image": deep}), 400, "max_json_depth", str(MAX_DEPTH))
     refused(client.post(PREDICT, json={"images": [0, [[[[[[[0]]]]]]]]}), 400, "max_json_depth")  # hidden behind a number
     refused(client.post(INFER, json={"inputs": [{"parameters": deep}]}), 400, "max_json_depth")
-    very_deep = b"[" * 100_000 + b"]" * 100_000  # past the parser's own recursion limit
-    refused(client.post(PREDICT, content=very_deep, headers={"Content-Type": "application/json"}), 400)
+    very_deep = b"[" * 100_000 + b"]" * 100_000  # past the parser's own recursion limit: refused before parsing
+    refused(client.post(PREDICT, content=very_deep, headers={"Content-Type": "application/json"}), 413,
+            "objects and arrays", "max_images_per_request")
 
 
 def test_a_json_body_that_is_not_an_object(client: httpx.Client) -> None:

@@ -2,7 +2,9 @@
 
 JSON arrays: all JSON integers mean the 0-255 scale, any number written with a decimal point or
 an exponent means the [0, 1] scale. Image files (base64 in JSON, or multipart parts read by the
-HTTP layer) go through MNIST-style preprocessing unless it is turned off.
+HTTP layer) go through MNIST-style preprocessing unless it is turned off. A request's image files
+are priced together before any is decoded: each header is read (service.preprocess.probe_image)
+and their pixels must stay within max_request_pixels.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from service.errors import PayloadTooLarge, Unprocessable
-from service.preprocess import SIZE, image_to_input, mnist_style
+from service.preprocess import SIZE, image_to_input, mnist_style, probe_image
 
 V1_IMAGE_KEYS = ("image", "images", "image_base64", "images_base64")
 
@@ -27,6 +29,7 @@ class InputLimits:
     max_images: int
     max_encoded_bytes: int
     max_pixels: int
+    max_request_pixels: int | None = None  # all of a request's files together; None: no such limit
 
 
 @dataclass
@@ -74,7 +77,8 @@ def array_to_image(value: Any, where: str) -> np.ndarray:
     return array
 
 
-def decode_base64_image(value: Any, limits: InputLimits, preprocess: bool, where: str) -> np.ndarray:
+def base64_file(value: Any, limits: InputLimits, where: str) -> bytes:
+    """A base64 string (or data URL) -> the image file's bytes, within max_encoded_image_bytes."""
     if not isinstance(value, str):
         raise Unprocessable(f"{where} must be a base64 string of an image file")
     if value.startswith("data:"):  # a data URL, as canvas.toDataURL() gives
@@ -85,13 +89,28 @@ def decode_base64_image(value: Any, limits: InputLimits, preprocess: bool, where
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise Unprocessable(f"{where}: not valid base64 ({exc})") from exc
-    return image_to_input(data, limits.max_pixels, preprocess, where)
+    return data
 
 
-def file_to_image(data: bytes, limits: InputLimits, preprocess: bool, where: str) -> np.ndarray:
+def decode_base64_image(value: Any, limits: InputLimits, preprocess: bool, where: str) -> np.ndarray:
+    return decode_files([(where, base64_file(value, limits, where))], limits, preprocess)[0]
+
+
+def check_file_size(data: bytes, limits: InputLimits, where: str) -> None:
     if len(data) > limits.max_encoded_bytes:
         raise PayloadTooLarge(f"{where}: {len(data)} bytes exceeds the max_encoded_image_bytes limit of {limits.max_encoded_bytes}")
-    return image_to_input(data, limits.max_pixels, preprocess, where)
+
+
+def decode_files(files: Sequence[tuple[str, bytes]], limits: InputLimits, preprocess: bool) -> np.ndarray:
+    """Image files (where, bytes) -> float32 [n, 28, 28]. Every header is read, and the pixels of
+    all of them priced against max_request_pixels, before any file is decoded."""
+    total = 0
+    for where, data in files:
+        total += probe_image(data, where, limits.max_pixels).pixels
+        if limits.max_request_pixels is not None and total > limits.max_request_pixels:
+            raise PayloadTooLarge(f"{where}: the request's images have {total} pixels up to here, over the "
+                                  f"max_request_pixels limit of {limits.max_request_pixels}")
+    return np.stack([image_to_input(data, limits.max_pixels, preprocess, where) for where, data in files])
 
 
 def parse_v1_images(body: Mapping[str, Any], limits: InputLimits, preprocess: bool | None, single: bool) -> ParsedImages:
@@ -116,12 +135,12 @@ def parse_v1_images(body: Mapping[str, Any], limits: InputLimits, preprocess: bo
     encoded = key.endswith("base64")
     apply = encoded if preprocess is None else preprocess
     if encoded:
-        images = [decode_base64_image(item, limits, apply, where) for where, item in items]
-    else:
-        images = [array_to_image(item, where) for where, item in items]
-        if apply:
-            images = [mnist_style(image) for image in images]
-    return ParsedImages(images=np.stack(images), encoded=encoded)
+        return ParsedImages(decode_files([(where, base64_file(item, limits, where)) for where, item in items], limits,
+                                         apply), encoded=True)
+    images = [array_to_image(item, where) for where, item in items]
+    if apply:
+        images = [mnist_style(image) for image in images]
+    return ParsedImages(images=np.stack(images), encoded=False)
 
 
 def to_batch(images: np.ndarray) -> np.ndarray:

@@ -153,8 +153,10 @@ def decode_request(body: bytes, header_length: str | None, max_depth: int, check
                         parameters=parameters)
 
 
-def encode_response(response: InferResponse) -> tuple[bytes, dict[str, str]]:
-    """The body and the headers it needs (a binary body carries the JSON header's length)."""
+def encode_response(response: InferResponse,
+                    encode_json: Callable[[Any], bytes] = dumps) -> tuple[bytes, dict[str, str]]:
+    """The body and the headers it needs (a binary body carries the JSON header's length).
+    `encode_json` writes the JSON part (service.offload.dumps_in_pieces for large ones)."""
     described: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for output in response.outputs:
@@ -173,7 +175,7 @@ def encode_response(response: InferResponse) -> tuple[bytes, dict[str, str]]:
         body["id"] = response.id
     if response.parameters:
         body["parameters"] = response.parameters
-    header = dumps(body)
+    header = encode_json(body)
     if not chunks:
         return header, {"content-type": JSON_CONTENT_TYPE}
-    return header + b"".join(chunks), {"content-type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(header))}
+    return b"".join([header, *chunks]), {"content-type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(header))}
