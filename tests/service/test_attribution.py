@@ -117,8 +117,7 @@ def test_gradients_are_exact_where_the_network_is_differentiable(name: str, digi
     finite differences (steps of 1e-9: a ReLU's input can be within 1e-7 of its kink) match the
     gradient at the input, for both objectives, and HiResCAM's sum at the last conv layer."""
     rng = np.random.default_rng(0)
-    image = digits[2][0] + rng.uniform(0, 0.02, (28, 28)).astype(np.float32)
-    trace = trace_of(name, image)
+    image, trace = tie_free(name, digits[2][0], rng)
     replica_trace = Trace(trace.layers, image, {**forward64(trace, image), **_softmax(forward64(trace, image))},
                           trace.weights, trace.flatten_order)
     target, versus = 4, 9
@@ -148,6 +147,29 @@ def test_gradients_are_exact_where_the_network_is_differentiable(name: str, digi
 
     along = (scaled(1 + 1e-7) - scaled(1 - 1e-7)) / 2e-7
     assert float(cam.hirescam_native.sum()) == pytest.approx(along, rel=1e-4, abs=1e-6)
+
+
+def tie_free(name: str, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, Trace]:
+    """`image` with faint noise, drawn until no pooling window with a positive maximum has its two
+    largest values within twice the tie tolerance of each other (the gradient shares such near-ties
+    by design; windows of zeros pass no gradient anyway) and no ReLU's input is within 1e-7 of 0
+    (a 1e-9 step moves them by about 1e-8)."""
+    for _ in range(20):
+        noisy = image + rng.uniform(0, 0.02, image.shape).astype(np.float32)
+        trace = trace_of(name, noisy)
+        replica = forward64(trace, noisy)
+        gaps, inputs = [], []
+        for position, spec in enumerate(trace.layers):
+            received = replica[trace.layers[position - 1].name] if position else None
+            if spec.kind == "pool" and received is not None:
+                ranked = np.sort(layer_math._windows(received, spec.kernel), axis=3)
+                top, second = ranked[..., -1], ranked[..., -2]
+                gaps.append(float(np.min(((top - second) / np.maximum(1.0, top))[top > 0])))
+            if spec.kind == "relu" and received is not None:
+                inputs.append(float(np.min(np.abs(received))))
+        if min(gaps) > 2 * layer_math.TIE_TOLERANCE and min(inputs) > 1e-7:
+            return noisy, trace
+    raise AssertionError("no tie-free input found")
 
 
 def _softmax(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
