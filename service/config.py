@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -49,14 +49,18 @@ class Settings(BaseSettings):
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port: the Open Inference Protocol, as Triton's 8001")
     grpc_enabled: bool = Field(True, description="serve the Open Inference Protocol over gRPC on grpc_port as well as HTTP")
     models_dir: Path = Field(REPO_MODELS_DIR, description="model repository: <name>/<version>/model.onnx")
+    model_name: str | None = Field(
+        None, description="serve models_dir as this one model (<version>/model.onnx, or a bare model.onnx as "
+                          "version 1), as KServe lays out /mnt/models; also the default model")
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="execution provider: cuda refuses to start without a working GPU; auto takes it when it loads")
     default_model: str = Field("cnn-pytorch", description="the model behind /v1/predict, /v1/activations, /v1/explain")
-    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = the CPUs this process may use")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per session; 0 = the usable CPUs / workers")
     ort_spinning: bool = Field(False, description="let ONNX Runtime's idle threads spin (lower latency, more CPU)")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line with the request id")
     access_log: bool = Field(False, description="log every request; 4xx and 5xx answers are always logged")
+    workers: int = Field(1, ge=1, le=64, description="server processes sharing the port, each with its own sessions")
     served_by: bool = Field(False, description="answer with an X-Served-By header naming this host (replicas behind a balancer)")
 
     # dynamic batching (per model version)
@@ -108,6 +112,12 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list or commas)")
     shutdown_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish queued and running requests")
 
+    @model_validator(mode="after")
+    def _single_model_is_the_default(self) -> "Settings":
+        if self.model_name and "default_model" not in self.model_fields_set:
+            self.default_model = self.model_name
+        return self
+
     @field_validator("models_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
@@ -120,4 +130,4 @@ class Settings(BaseSettings):
 
     @property
     def intra_op_threads(self) -> int:
-        return self.threads or available_cpus()
+        return self.threads or max(1, available_cpus() // self.workers)

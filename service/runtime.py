@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -16,10 +17,23 @@ log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+DRIVER_LIBRARY = "libcuda.so.1"
 
 
-def requested_providers(device: str, available: Sequence[str]) -> list[str]:
-    """The providers to ask a session for. `cuda` without a CUDA-enabled build fails here."""
+def nvidia_driver_loads() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads in this process. Asked before ONNX Runtime
+    tries: without a driver it prints its own errors to stderr before falling back to the CPU."""
+    try:
+        ctypes.CDLL(DRIVER_LIBRARY)
+    except OSError:
+        return False
+    return True
+
+
+def requested_providers(device: str, available: Sequence[str],
+                        driver_loads: Callable[[], bool] = nvidia_driver_loads) -> list[str]:
+    """The providers to ask a session for. `cuda` without a CUDA-enabled build or without the
+    NVIDIA driver fails here; `auto` takes CUDA only when both are there."""
     if device == "cpu":
         return [CPU]
     if device == "cuda":
@@ -28,9 +42,14 @@ def requested_providers(device: str, available: Sequence[str]) -> list[str]:
                 f"device 'cuda' requested but this onnxruntime build offers only {list(available)}; "
                 "install onnxruntime-gpu (and not onnxruntime) on a host with CUDA"
             )
+        if not driver_loads():
+            raise ProviderError(
+                f"device 'cuda' requested but the NVIDIA driver's {DRIVER_LIBRARY} cannot be loaded: no GPU here "
+                "(in a container: --gpus all or compose's GPU reservation, and the NVIDIA Container Toolkit)"
+            )
         return [CUDA, CPU]
     if device == "auto":
-        return [CUDA, CPU] if CUDA in available else [CPU]
+        return [CUDA, CPU] if CUDA in available and driver_loads() else [CPU]
     raise ProviderError(f"unknown device {device!r}: use auto, cuda or cpu")
 
 

@@ -21,9 +21,22 @@ def test_cpu_device_asks_for_the_cpu_only() -> None:
     assert requested_providers("cpu", GPU_BUILD) == [CPU]
 
 
-def test_auto_takes_cuda_when_the_build_has_it_else_cpu() -> None:
-    assert requested_providers("auto", GPU_BUILD) == [CUDA, CPU]
-    assert requested_providers("auto", CPU_BUILD) == [CPU]
+def driver(loads: bool):
+    return lambda: loads
+
+
+def test_auto_takes_cuda_when_the_build_and_the_driver_have_it_else_cpu() -> None:
+    assert requested_providers("auto", GPU_BUILD, driver(True)) == [CUDA, CPU]
+    assert requested_providers("auto", GPU_BUILD, driver(False)) == [CPU]
+    assert requested_providers("auto", CPU_BUILD, driver(True)) == [CPU]
+
+
+def test_cuda_without_the_nvidia_driver_refuses_before_onnx_runtime_tries() -> None:
+    """A GPU build on a host (or a container) without the driver: one clear reason, and none of
+    ONNX Runtime's own error lines on stderr."""
+    with pytest.raises(ProviderError, match="libcuda.so.1 cannot be loaded"):
+        requested_providers("cuda", GPU_BUILD, driver(False))
+    assert requested_providers("cuda", GPU_BUILD, driver(True)) == [CUDA, CPU]
 
 
 def test_cuda_without_a_cuda_build_refuses() -> None:
