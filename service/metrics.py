@@ -1,8 +1,13 @@
-"""Prometheus metrics, one registry per app. Triton's counterpart of each is in the README."""
+"""Prometheus metrics, one registry per app. Triton's counterpart of each is in docs/metrics.md.
+With several workers (PROMETHEUS_MULTIPROC_DIR set by the supervisor) every worker writes its
+values to that directory and /metrics sums them: counters and histograms add up, the queue depth
+and in-flight gauges are summed over live workers, model_info is the maximum over live workers."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.batching import BatchObserver
@@ -31,17 +36,25 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.inferences = Counter("mnist_serve_inferences", "images inferred", ["model"], registry=r)
         self.executions = Counter("mnist_serve_executions", "batches executed", ["model"], registry=r)
-        self.queue_depth = Gauge("mnist_serve_queue_depth", "requests waiting in the batcher", ["model"], registry=r)
-        self.in_flight = Gauge("mnist_serve_in_flight_requests", "HTTP requests being handled", registry=r)
+        self.queue_depth = Gauge("mnist_serve_queue_depth", "requests waiting in the batcher", ["model"], registry=r,
+                                 multiprocess_mode="livesum")
+        self.in_flight = Gauge("mnist_serve_in_flight_requests", "requests being handled (HTTP and gRPC)", registry=r,
+                                multiprocess_mode="livesum")
         self.model_info = Gauge("mnist_serve_model_info", "loaded model versions (1 = loaded)",
-                                ["model", "version", "provider", "framework", "architecture"], registry=r)
+                                ["model", "version", "provider", "framework", "architecture"], registry=r,
+                                multiprocess_mode="livemax")
         self.model_load_failures = Counter("mnist_serve_model_load_failures", "model loads refused", ["model"], registry=r)
 
     def observer(self, model_label: str) -> BatchObserver:
         return _ModelObserver(self, model_label)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not shared:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined, path=shared)
+        return generate_latest(combined)
 
 
 class _ModelObserver(BatchObserver):

@@ -16,7 +16,7 @@ import uvicorn
 from service import connections, memory, repository
 from service.config import Settings
 from service.errors import ProviderError
-from service.grpc.frontend import GrpcFrontEnd, GrpcStartError
+from service.grpc.frontend import GrpcFrontEnd, GrpcStartError, check_port
 from service.logs import configure_logging
 from service.main import create_app
 from service.registry import ModelRegistry
@@ -45,8 +45,7 @@ class DrainingServer(uvicorn.Server):
         self._on_drain = on_drain  # the gRPC front end stops taking calls too
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        first = not self._registry.draining
-        self._registry.draining = True
+        first = self._registry.begin_draining()
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             # uvicorn re-raises captured signals once it has shut down, which would end the process
@@ -77,10 +76,13 @@ async def load_models(registry: ModelRegistry, settings: Settings) -> None:
                     "(served: %s)", settings.default_model, ", ".join(registry.names()))
 
 
-def bind(settings: Settings) -> socket.socket:
+def bind(settings: Settings, reuse_port: bool = False) -> socket.socket:
+    """The listening socket. `reuse_port`: workers of one server each bind the port (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family=family)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((settings.host, settings.port))
     except OSError as exc:
@@ -91,15 +93,25 @@ def bind(settings: Settings) -> socket.socket:
     return sock
 
 
-def run_server(settings: Settings) -> int:
+def run_server(settings: Settings, reuse_port: bool = False, bound: Callable[[], None] | None = None) -> int:
+    """Serve until a shutdown signal; the exit status. With `workers` > 1 this process supervises
+    that many workers, each of which runs this function with `reuse_port`, calling `bound` once
+    its models are loaded and its socket is bound."""
     configure_logging(settings.log_level, settings.log_format)
     try:
         check_models_dir(settings)
         if refusal := repository.exposure(settings) or connections.ensure_file_limit(settings):
             raise StartupRefused(refusal)
         memory.map_large_blocks()
-    except StartupRefused as exc:
+        if settings.workers > 1 and not reuse_port:
+            bind(settings).close()  # a port in use is refused here, before any worker starts
+            check_port(settings)
+    except (StartupRefused, GrpcStartError) as exc:
         return refuse(str(exc))
+    if settings.workers > 1 and not reuse_port:
+        from service.workers import supervise
+
+        return supervise(settings)
     app = create_app(settings)
     registry: ModelRegistry = app.state.registry
     config = uvicorn.Config(
@@ -114,12 +126,14 @@ def run_server(settings: Settings) -> int:
     async def serve() -> int:
         try:
             await load_models(registry, settings)
-            sock = bind(settings)
-            await grpc_front.start()
+            sock = bind(settings, reuse_port)
+            await grpc_front.start(reuse_port)
         except (StartupRefused, GrpcStartError) as exc:
             return refuse(str(exc))
         log.info("serving %s on http://%s:%d (device %s, %d threads per session)", settings.models_dir,
                  settings.host, settings.port, settings.device, settings.intra_op_threads)
+        if bound is not None:
+            bound()
         await server.serve(sockets=[sock])
         await grpc_front.stop()
         return 0 if server.started else 1
