@@ -95,9 +95,12 @@ def _orientation(image: Image.Image) -> int:
 def _open(data: bytes, where: str, max_pixels: int | None) -> tuple[Image.Image, ImageInfo]:
     if not data:
         raise Unprocessable(f"{where}: empty image file")
+    limit = "" if max_pixels is None else f"; the max_image_pixels limit is {max_pixels}"
     with pillow_errors(where):
         try:
             image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+        except Image.DecompressionBombError as exc:  # past twice Pillow's limit, raised while opening
+            raise PayloadTooLarge(f"{where}: decompression bomb refused by Pillow's guard ({exc}){limit}") from exc
         except UnidentifiedImageError:
             other = _recognised_elsewhere(data)
             if other is not None:
@@ -112,7 +115,7 @@ def _open(data: bytes, where: str, max_pixels: int | None) -> tuple[Image.Image,
             raise PayloadTooLarge(f"{where}: {width}x{height} pixels exceeds the max_image_pixels limit of {max_pixels}")
         if pillow_limit and width * height > pillow_limit:
             raise PayloadTooLarge(f"{where}: {width}x{height} pixels exceeds Pillow's decompression bomb limit of "
-                                  f"{pillow_limit}")
+                                  f"{pillow_limit}{limit}")
         frames = int(getattr(image, "n_frames", 1) or 1)
         fmt = FORMAT_FAMILY.get(image.format or "", image.format or "")
         return image, ImageInfo(fmt, width, height, frames, _orientation(image))
