@@ -12,8 +12,16 @@ from service.dataplane import ModelDescription
 from service.protocol.v1 import tensors
 from service.protocol.v1.options import TensorEncoding
 
-TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "schedule", "augment_shift", "seed",
-                   "train_images")
+TRAINING_FIELDS = ("epochs", "batch_size", "optimizer", "learning_rate", "schedule", "seed", "train_images")
+
+
+def training(settings: dict[str, Any]) -> dict[str, Any]:
+    """How the model was trained: the main settings and every augmentation setting it records."""
+    shown = {key: settings.get(key) for key in TRAINING_FIELDS}
+    shown.update({key: value for key, value in settings.items() if key.startswith("augment")})
+    if "init_sha256" in settings:  # fine-tuned from another model: which one (its file's hash, not a local path)
+        shown["init_sha256"] = settings["init_sha256"]
+    return shown
 
 
 def predictions(probabilities: np.ndarray, top_k: int) -> list[dict[str, Any]]:
@@ -49,7 +57,7 @@ def model(description: ModelDescription) -> dict[str, Any]:
         "batching": {"max_batch_size": batching.max_batch_size, "max_queue_delay_ms": batching.max_queue_delay_s * 1000,
                      "max_queue_size": batching.max_queue_size, "instances": batching.instances,
                      "request_timeout_s": batching.timeout_s},
-        "training": {key: meta.training.get(key) for key in TRAINING_FIELDS},
+        "training": training(meta.training),
     }
 
 
