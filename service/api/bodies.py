@@ -82,14 +82,18 @@ async def read_v2_request(request: Request) -> InferRequest:
 
 async def read_body(request: Request) -> bytes:
     """The request body, decompressed when it came with Content-Encoding gzip or deflate (as
-    tritonclient's request_compression_algorithm sends it); the result obeys max_body_bytes too."""
+    tritonclient's request_compression_algorithm sends it); the result obeys max_body_bytes too.
+    Decompression (up to max_body_bytes out of a few kilobytes) runs off the event loop."""
     body = await request.body()
     coding = request.headers.get("content-encoding", "").strip().lower()
     if coding in ("", "identity"):
         return body
     if coding not in ("gzip", "deflate"):
         raise UnsupportedMediaType(f"Content-Encoding {coding} is not supported: send gzip, deflate or identity")
-    limit = settings_of(request).max_body_bytes
+    return await offload.run(inflate, body, coding, settings_of(request).max_body_bytes)
+
+
+def inflate(body: bytes, coding: str, limit: int) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if coding == "gzip" else zlib.MAX_WBITS)
     try:
         inflated = inflater.decompress(body, limit + 1)
