@@ -15,7 +15,8 @@ from fastapi import Query, Request
 from starlette.responses import Response
 
 from contract.spec import LOGITS, PROBABILITIES, WEIGHTED_KINDS
-from service import attribution, framework_diff, input_check, inspection
+from service import attribution, framework_diff, input_check, insight_cost, inspection
+from service.admission import Cost
 from service.api.bodies import input_limits, media_type, read_body, read_images, settings_of
 from service.api.responses import JSONBody
 from service.api.routing import FastRoute, model_routes, route
@@ -32,7 +33,6 @@ from service.protocol.v1.openapi import SINGLE_BODY
 from service.registry import ModelVersion
 
 TAGS = ["v1 insight"]
-INK_THUMBNAIL_SIDE = 56  # the ink map the input check returns, at most this many pixels a side
 
 
 def quantized(metadata: Any) -> bool:
@@ -48,10 +48,9 @@ def every_output(model: ModelVersion) -> tuple[str, ...]:
     return (LOGITS, PROBABILITIES, *(spec.name for spec in model.layers))
 
 
-async def trace(plane: DataPlane, model: ModelVersion, image: np.ndarray) -> Trace:
-    """One inference with every layer's output (the data plane prices it by those outputs, held as
-    raw float32: more than the JSON answers here, which hold a few 28x28 maps)."""
-    result = await plane.infer(model, to_batch(image[None]), every_output(model))
+async def trace(plane: DataPlane, model: ModelVersion, image: np.ndarray, cost: Cost) -> Trace:
+    """One inference with every layer's output, priced by the answer it is for (service.insight_cost)."""
+    result = await plane.infer(model, to_batch(image[None]), every_output(model), cost)
     weights = {spec.name: plane.layer_weights(model, spec.name)[1] for spec in model.layers if spec.kind in WEIGHTED_KINDS}
     return Trace.from_batch(model.layers, image, result.outputs, weights, model.metadata.flatten_order)
 
@@ -65,8 +64,10 @@ async def attribute(request: Request, options: Annotated[AttributionOptions, Que
                     version: Version = None) -> Response:
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
+    cost = insight_cost.attribution(model.layers)
+    plane.admit(cost)
     image = (await read_images(request, options.preprocess, single=True)).images[0]
-    traced = await trace(plane, model, image)
+    traced = await trace(plane, model, image, cost)
     predicted = int(np.argmax(traced.probabilities))
     target = predicted if options.target is None else options.target
     versus = None if options.versus == target else options.versus  # "why 3 and not 3" is "why 3"
@@ -86,8 +87,10 @@ async def inspect_unit(request: Request, options: Annotated[InspectOptions, Quer
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
     layer = model.layer(options.layer).name if options.layer else model.layers[0].name  # 404 for an unknown layer
+    cost = insight_cost.inspect(model.layers)
+    plane.admit(cost)
     image = (await read_images(request, options.preprocess, single=True)).images[0]
-    traced = await trace(plane, model, image)
+    traced = await trace(plane, model, image, cost)
     try:
         unit = inspection.select(traced, layer, options.unit, *options.position)
     except inspection.NoSuchUnit as exc:
@@ -133,8 +136,11 @@ def _named_models(plane: DataPlane, listed: str | None) -> list[ModelVersion]:
 async def compare(request: Request, options: Annotated[CompareOptions, Query()]) -> Response:
     plane = dataplane_of(request)
     models = _named_models(plane, options.models)
+    cost = insight_cost.compare(models[0].layers)
+    plane.admit(cost)
     image = (await read_images(request, options.preprocess, single=True)).images[0]
-    first, second = await asyncio.gather(*(trace(plane, model, image) for model in models))
+    each = Cost(1, cost.response_bytes // 2)
+    first, second = await asyncio.gather(*(trace(plane, model, image, each) for model in models))
     target = int(np.argmax(first.probabilities)) if options.target is None else options.target
     return JSONBody(await asyncio.to_thread(_comparison, models, first, second, target))
 
@@ -191,15 +197,17 @@ async def check_input(request: Request, options: Annotated[InputCheckOptions, Qu
                       version: Version = None) -> Response:
     plane = dataplane_of(request)
     model = plane.resolve(name, version)
+    cost = insight_cost.input_check()
+    plane.admit(cost)
     gray, apply = await read_gray(request, options.preprocess)
     framing = await asyncio.to_thread(input_check.frame, gray) if apply else input_check.unprocessed(gray)
-    result = await plane.infer(model, to_batch(framing.input[None]), (PROBABILITIES,))
+    result = await plane.infer(model, to_batch(framing.input[None]), (PROBABILITIES,), cost)
     probabilities = result.outputs[PROBABILITIES][0]
     measures = input_check.measure(framing, probabilities)
     return JSONBody({
         "model": model.name, "version": model.version, "preprocessed": apply,
         "predicted": int(np.argmax(probabilities)), "probabilities": probabilities,
-        **insight_render.framing(framing, input_check.thumbnail(framing.ink, INK_THUMBNAIL_SIDE)),
+        **insight_render.framing(framing, input_check.thumbnail(framing.ink, insight_cost.INK_SIDE)),
         "measures": insight_render.measures(measures),
         "warnings": [{"code": found.code, "message": found.message} for found in input_check.warnings(measures)],
     })

@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from contract.spec import LOGITS, PROBABILITIES
+from contract.spec import ARCHITECTURES, LOGITS, PROBABILITIES
+from service import insight_cost
 from tests.service.conftest import ort_session
 from tests.service.payloads import encode_png
 
@@ -139,3 +140,26 @@ def test_compare(http: httpx.Client, digit: tuple[np.ndarray, int]) -> None:
                            ("cnn-pytorch,nope", 404), ("cnn-pytorch:9,cnn-tensorflow", 404)):
         refused = http.post("/v1/compare", params={"models": models}, json=body_of(image))
         assert refused.status_code == status, (models, refused.text)
+
+
+def test_answers_stay_within_their_price(http: httpx.Client, mnist_test_set: tuple[np.ndarray, np.ndarray]) -> None:
+    """Each answer, for inputs that make its numbers long (noise, strokes) and its largest units,
+    is no longer than what the request was priced at before its body was read."""
+    images, _ = mnist_test_set
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
+    bodies = [body_of(images[1]), {"image": (noise / 255).tolist()}]
+    for name in ("cnn-pytorch", "lenet-tensorflow"):
+        layers = ARCHITECTURES[name.split("-")[0]]
+        for body in bodies:
+            answer = http.post(f"/v1/models/{name}/attribution", json=body)
+            assert len(answer.content) <= insight_cost.attribution(layers).response_bytes
+            for layer, unit in (("conv1", 0), ("pool2", 3), ("flatten", 11), ("fc1", 2), ("fc2", 4)):
+                answer = http.post(f"/v1/models/{name}/inspect", params={"layer": layer, "unit": unit}, json=body)
+                assert answer.status_code == 200, answer.text
+                assert len(answer.content) <= insight_cost.inspect(layers).response_bytes, (name, layer)
+            answer = http.post(f"/v1/models/{name}/input-check", json=body)
+            assert len(answer.content) <= insight_cost.input_check().response_bytes
+        architecture = name.split("-")[0]
+        answer = http.post("/v1/compare", params={"models": f"{architecture}-pytorch,{architecture}-tensorflow"},
+                           json=bodies[1])
+        assert len(answer.content) <= insight_cost.compare(layers).response_bytes
