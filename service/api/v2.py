@@ -3,20 +3,20 @@ Bodies are decoded by service.protocol.v2; inference runs through the shared dat
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Path, Request
 from starlette.responses import Response
 
-from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, NUM_CLASSES, PROBABILITIES
-from service import __version__, admission, offload
+from contract.spec import INPUT_NAME, PROBABILITIES
+from service import admission, offload
 from service.api.bodies import read_v2_request, settings_of
 from service.api.responses import JSONBody
 from service.api.routing import FastRoute, model_routes, route
-from service.dataplane import DataPlane, ModelDescription
+from service.dataplane import DataPlane
 from service.errors import ModelNotReady, ServiceUnavailable
-from service.protocol.v2 import model_io
-from service.protocol.v2.datatypes import OUTPUT_DATATYPE, datatype_names
+from service.protocol.v2 import metadata, model_io
+from service.protocol.v2.datatypes import datatype_names
 from service.protocol.v2.rest import HEADER_LENGTH, encode_response
 
 TAGS = ["v2"]
@@ -46,25 +46,8 @@ def dataplane_of(request: Request) -> DataPlane:
     return request.app.state.dataplane
 
 
-def extensions(request: Request) -> list[str]:
-    return ["binary_tensor_data"] + (["model_repository"] if settings_of(request).admin_allowed else [])
-
-
-def metadata(description: ModelDescription) -> dict[str, Any]:
-    outputs = [{"name": out, "datatype": OUTPUT_DATATYPE, "shape": [-1, NUM_CLASSES]} for out in (LOGITS, PROBABILITIES)]
-    outputs += [{"name": layer.name, "datatype": OUTPUT_DATATYPE, "shape": [-1, *layer.shape]}
-                for layer in description.layers]
-    return {
-        "name": description.name, "versions": [str(v) for v in description.versions], "platform": "onnxruntime_onnx",
-        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *INPUT_SHAPE]}], "outputs": outputs,
-        "parameters": {"framework": description.metadata.framework, "architecture": description.metadata.architecture,
-                       "provider": description.provider, "version": str(description.version),
-                       "max_batch_size": description.batching.max_batch_size},
-    }
-
-
 async def server_metadata(request: Request) -> Response:
-    return JSONBody({"name": "mnist-serve", "version": __version__, "extensions": extensions(request)})
+    return JSONBody(metadata.server(settings_of(request)))
 
 
 async def live(request: Request) -> Response:
@@ -79,7 +62,7 @@ async def ready(request: Request) -> Response:
 
 async def model_metadata(request: Request, name: ModelName, version: Version = None) -> Response:
     plane = dataplane_of(request)
-    return JSONBody(metadata(plane.describe(plane.resolve(name, version))))
+    return JSONBody(metadata.model(plane.describe(plane.resolve(name, version))))
 
 
 async def model_ready(request: Request, name: ModelName, version: Version = None) -> Response:
