@@ -134,28 +134,38 @@ def layer_nodes(model: onnx.ModelProto, layers: tuple[str, ...]) -> list[str]:
     return names
 
 
+class PreprocessingAdvice(logging.Filter):
+    """Drops quantize_static's advice to run its pre-processing first: that step (symbolic shape
+    inference, which needs sympy) yields the same quantized graph for these models, measured."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
 def quantize_graph(model: onnx.ModelProto, calibration: np.ndarray, settings: QuantizeSettings) -> onnx.ModelProto:
     """The rewrites above, then `quantize_static` calibrated on `calibration` (uint8 images)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     relu_as_leaky_relu(prepared)
     matmul_add_as_gemm(prepared)
-    activation_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[settings.activations]
+    options = dict(
+        quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=settings.per_channel,
+        activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[settings.activations],
+        weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, settings.calibration_method),
+        nodes_to_exclude=layer_nodes(prepared, settings.float_layers), extra_options={"CalibPercentile": PERCENTILE},
+    )
+    advice = PreprocessingAdvice()
     with tempfile.TemporaryDirectory(prefix="mnist-quantize-") as tmp:
-        float_path, shaped_path, quantized_path = (Path(tmp) / f"{step}.onnx" for step in ("float", "shaped", "int8"))
+        float_path, quantized_path = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save(prepared, float_path)
-        quant_pre_process(str(float_path), str(shaped_path), skip_optimization=True)  # shape inference only
-        with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print their progress
-            quantize_static(
-                str(shaped_path), str(quantized_path), ImageBatches(calibration), quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=QUANTIZED_OPS, per_channel=settings.per_channel, activation_type=activation_type,
-                weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, settings.calibration_method),
-                nodes_to_exclude=layer_nodes(prepared, settings.float_layers),
-                extra_options={"CalibPercentile": PERCENTILE},
-            )
+        logging.getLogger().addFilter(advice)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print their progress
+                quantize_static(str(float_path), str(quantized_path), ImageBatches(calibration), **options)
+        finally:
+            logging.getLogger().removeFilter(advice)
         return onnx.load(quantized_path)
 
 
