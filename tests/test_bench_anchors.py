@@ -130,7 +130,7 @@ def test_a_failed_build_leaves_no_marker_so_the_anchor_stays_skipped(tmp_path: P
 
 
 def test_one_place_lists_what_each_server_is_sent(images: np.ndarray) -> None:
-    known = all_workloads(images, MODEL)
+    known = all_workloads(images, MODEL, f"{MODEL}-int8")
     assert set(REQUESTS_BY_SERVER) >= set(ANCHORS)
     for requests in REQUESTS_BY_SERVER.values():
         assert set(requests) <= set(known)
@@ -174,7 +174,7 @@ def test_a_wrong_anchor_is_stopped_and_skipped_but_a_wrong_service_stops_the_run
     try:
         started = Started(servers={"kserve": liar, "triton": honest})
         workloads = {name: [all_workloads(images, MODEL)["v2-json"]] for name in started.servers}
-        verify_servers(started, workloads, images, reference, plan)
+        verify_servers(started, workloads, images, {MODEL: reference}, plan)
         assert list(started.servers) == ["triton"]
         assert started.skipped["kserve"].startswith("kserve: skipped, it answered wrong: fake anchor (swap)")
         assert liar.process.poll() is not None
@@ -182,7 +182,7 @@ def test_a_wrong_anchor_is_stopped_and_skipped_but_a_wrong_service_stops_the_run
         as_service = Started(servers={"batching-on": _start_fake(model_path, "nudge", tmp_path, "batching-on")})
         try:
             with pytest.raises(RuntimeError, match="probabilities differ"):
-                verify_servers(as_service, {"batching-on": workloads["triton"]}, images, reference, plan)
+                verify_servers(as_service, {"batching-on": workloads["triton"]}, images, {MODEL: reference}, plan)
         finally:
             as_service.servers["batching-on"].stop()
     finally:
@@ -201,7 +201,7 @@ def test_a_built_anchor_answers_every_request_as_in_process_onnx_runtime(
                            tmp_path)
     try:
         workloads = [all_workloads(images, MODEL)[name] for name in REQUESTS_BY_SERVER[anchor]]
-        verify_server(server, workloads, images, reference, MODEL)
+        verify_server(server, workloads, images, {MODEL: reference}, MODEL)
     finally:
         server.stop()
     assert server.process.poll() is not None
