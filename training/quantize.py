@@ -336,31 +336,36 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
         "quantize", help="an int8 copy of a model (ONNX Runtime static quantization), served as <name>-int8",
         description="Quantize a contract model to int8 (ONNX Runtime static quantization, QDQ, calibrated on MNIST "
                     "training images), check it against the float model, measure it on the test set and write "
-                    "<out>/<name>-int8/<version>/model.onnx. docs/int8.md explains the choices.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "<out>/<name>-int8/<version>/model.onnx. docs/int8.md explains the choices.")
     parser.add_argument("--source", action="append", type=Path,
                         help="model directory (its highest version) or model.onnx; repeatable "
                              "(default: models/cnn-pytorch and models/cnn-tensorflow)")
     parser.add_argument("--version", type=int, help="the source's version (default: its highest)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models", help="models directory to write into")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "models",
+                        help="models directory to write into (default: the repository's models/)")
     parser.add_argument("--out-version", type=int, help="the int8 model's version (default: next free)")
     parser.add_argument("--calibration-images", type=int, default=defaults.calibration_images,
-                        help="MNIST training images to calibrate on")
-    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=defaults.calibration_method)
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="which training images calibrate")
+                        help=f"MNIST training images to calibrate on (default: {defaults.calibration_images})")
+    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default=defaults.calibration_method,
+                        help=f"how each tensor's range is chosen (default: {defaults.calibration_method})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"which training images calibrate (default: {defaults.seed})")
     parser.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor, not per channel")
-    parser.add_argument("--activations", choices=["uint8", "int8"], default=defaults.activations)
+    parser.add_argument("--activations", choices=["uint8", "int8"], default=defaults.activations,
+                        help=f"activation type (default: {defaults.activations})")
     parser.add_argument("--float-layers", default=",".join(defaults.float_layers),
-                        help="comma-separated contract layers left in float32 ('' for none)")
+                        help="comma-separated contract layers left in float32, e.g. conv1 (default: none)")
     parser.add_argument("--max-accuracy-drop", type=float, default=defaults.max_accuracy_drop,
-                        help="refuse a model losing more test accuracy than this (a fraction: 0.001 = 0.1 point)")
+                        help="refuse a model losing more test accuracy than this, a fraction "
+                             f"(default: {defaults.max_accuracy_drop}, 0.1 point)")
     parser.add_argument("--test-limit", type=int, default=0, help="evaluate on N test images only (quick runs)")
     parser.add_argument("--data-dir", help="MNIST IDX files (else MNIST_DIR, else data/mnist)")
     parser.add_argument("--speed-rounds", type=int, default=0,
                         help="then time float and int8 in this process, alternating, this many rounds (0: skip)")
     parser.add_argument("--profile", action="store_true",
                         help="then profile float and int8 per operator type at batch 256 (ONNX Runtime's profiler)")
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for --speed-rounds and --profile")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="intra-op threads for --speed-rounds and --profile (default: 2, as the service)")
     parser.set_defaults(handler=quantize)
 
 
@@ -385,15 +390,9 @@ def quantize(args: argparse.Namespace) -> int:
         summary.append({"path": str(path), "test_accuracy": metadata.test_accuracy, **{
             key: metadata.quantization[key] for key in ("source", "calibration", "weights", "activations")}})
         if args.speed_rounds or args.profile:
-            from training.data import load_split
-            from training.quantize_speed import compare_speed, profile_operators
+            from training.quantize_speed import speed_report
 
-            files = {"float": store.locate(source)[2], "int8": path}
-            images = load_split("test", args.data_dir).images
-            if args.speed_rounds:
-                summary[-1]["speed"] = compare_speed(files, images, rounds=args.speed_rounds, threads=args.threads)
-            if args.profile:
-                summary[-1]["profile"] = {label: profile_operators(file, images[:256], runs=9, threads=args.threads)
-                                          for label, file in files.items()}
+            summary[-1].update(speed_report(store.locate(source)[2], path, args.data_dir, args.speed_rounds,
+                                            args.profile, args.threads))
     print(json.dumps(summary, indent=2))
     return 0

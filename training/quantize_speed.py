@@ -107,3 +107,21 @@ def profile_operators(path: Path, images: np.ndarray, runs: int = 5, threads: in
     total = sum(milliseconds.values())
     return {operator: {"ms_per_batch": round(spent, 2), "share": round(spent / total, 3), "nodes": nodes[operator]}
             for operator, spent in sorted(milliseconds.items(), key=lambda item: -item[1])}
+
+
+def speed_report(float_path: Path, int8_path: Path, data_dir: str | Path | None, rounds: int, profile: bool,
+                 threads: int = 2) -> dict[str, Any]:
+    """`compare_speed` over `rounds` rounds (0: skip) and, with `profile`, both models' per-operator
+    profiles at batch 256, on MNIST test images."""
+    from training.data import load_split
+
+    files = {"float": float_path, "int8": int8_path}
+    images = load_split("test", data_dir).images
+    report: dict[str, Any] = {}
+    if rounds:
+        report["speed"] = compare_speed(files, images, rounds=rounds, threads=threads)
+    if profile:
+        report["profile"] = {label: profile_operators(file, images[:256], runs=9, threads=threads)
+                             for label, file in files.items()}
+    return report
+

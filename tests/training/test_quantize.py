@@ -243,10 +243,13 @@ def test_the_cli_quantizes_with_a_float_layer_and_refuses_in_one_line(tmp_path: 
     common = ["--out", str(tmp_path), "--calibration-images", "100", "--test-limit", "500",
               "--max-accuracy-drop", "0.01", "--data-dir", str(mnist_dir())]
     source = MODELS_DIR / "lenet-tensorflow"
-    assert cli_main(["quantize", "--source", str(source), "--float-layers", "conv1", *common]) == 0
+    arguments = ["quantize", "--source", str(source), "--float-layers", "conv1", "--speed-rounds", "1", "--profile"]
+    assert cli_main([*arguments, "--threads", "1", *common]) == 0
     (summary,) = json.loads(capsys.readouterr().out)
     assert summary["path"] == str(tmp_path / "lenet-tensorflow-int8" / "1" / "model.onnx")
     assert summary["calibration"]["images"] == 100 and summary["source"]["name"] == "lenet-tensorflow"
+    assert set(summary["speed"]["models"]) == set(summary["profile"]) == {"float", "int8"}
+    assert "QLinearConv" in summary["profile"]["int8"] and "QLinearConv" not in summary["profile"]["float"]
 
     model = onnx.load(summary["path"])
     metadata = validate_model(model).metadata
