@@ -58,6 +58,8 @@ def model(description: ModelDescription) -> dict[str, Any]:
                      "max_queue_size": batching.max_queue_size, "instances": batching.instances,
                      "request_timeout_s": batching.timeout_s},
         "training": training(meta.training),
+        # int8 variants: how they were made and from which float model (docs/int8.md); null for float models
+        "quantization": meta.quantization or None,
     }
 
 
