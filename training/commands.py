@@ -11,13 +11,24 @@ import json
 import sys
 from pathlib import Path
 
-from training.augment import PRESETS
+from training.augment import AUGMENTATION_RANGES, PRESETS
 from training.quantize import add_quantize
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
 FRAMEWORKS = ("pytorch", "tensorflow")
 ARCHITECTURES = ("cnn", "lenet")
+AUGMENTATION_HELP = {
+    "shift": "max shift, px", "rotation": "max rotation, degrees", "scale": "max relative size change",
+    "aspect": "max relative width change (log-uniform)", "shear": "max horizontal shear (slant, dx/dy)",
+    "stroke_thin": "max stroke thinning, px", "stroke_thick": "max stroke widening, px",
+    "elastic_alpha": "elastic displacement scale, px", "elastic_sigma": "elastic field smoothing, px",
+    "elastic_probability": "fraction of images distorted elastically",
+    "low_resolution_probability": "fraction of images reduced to a coarse grid and enlarged back",
+    "low_resolution_min": "smallest side of that grid, px", "low_resolution_max": "largest side of that grid, px",
+    "blur_probability": "fraction of images blurred", "blur_sigma": "max Gaussian blur sigma, px",
+    "noise_probability": "fraction of images with sensor noise", "noise_sigma": "max noise sigma, on the [0, 1] scale",
+}
 DATA_DIR_HELP = "MNIST IDX files (default: $MNIST_DIR, else data/mnist; downloaded when missing)"
 
 
@@ -58,13 +69,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     augment = parser.add_argument_group("augmentation", "a preset, then any range overridden (0 turns one off); "
                                         "docs/training.md says why these ranges")
     augment.add_argument("--augment", choices=sorted(PRESETS), default=defaults.augment,
-                         help="preset: handwriting (version 2's), shift (version 1's: whole-pixel shifts only) or none")
-    for flag, unit in (("shift", "max shift, px"), ("rotation", "max rotation, degrees"),
-                       ("scale", "max relative size change"), ("shear", "max horizontal shear (slant, dx/dy)"),
-                       ("stroke", "max stroke width change, px"), ("elastic-alpha", "elastic displacement scale, px"),
-                       ("elastic-sigma", "elastic field smoothing, px"),
-                       ("elastic-probability", "fraction of images distorted elastically")):
-        augment.add_argument(f"--augment-{flag}", type=float, metavar="X", help=f"{unit} (default: the preset's)")
+                         help="preset: devices (version 2's: handwriting plus how devices digitise), handwriting "
+                              "(the first version 2's), shift (version 1's: whole-pixel shifts only) or none")
+    for name in AUGMENTATION_RANGES:
+        augment.add_argument(f"--augment-{name.replace('_', '-')}", type=float, metavar="X",
+                             help=f"{AUGMENTATION_HELP[name]} (default: the preset's)")
     parser.add_argument("--init-from", metavar="MODEL",
                         help="start from this model's weights instead of a random initialisation (fine-tuning): "
                              "a name in --out (else in the repo's models), name:version, or a path; same architecture and "
@@ -96,7 +105,7 @@ def settings_from(args: argparse.Namespace) -> "TrainSettings":  # noqa: F821 - 
         seed=args.seed, train_limit=args.train_limit, test_limit=args.test_limit, threads=args.threads,
     )
     settings.use_preset(args.augment)
-    for key in ("shift", "rotation", "scale", "shear", "stroke", "elastic_alpha", "elastic_sigma", "elastic_probability"):
+    for key in AUGMENTATION_RANGES:
         value = getattr(args, f"augment_{key}")
         if value is not None:
             setattr(settings, f"augment_{key}", value)
@@ -111,6 +120,9 @@ def train(args: argparse.Namespace) -> int:
     if args.version is not None and args.version < 1:
         return _fail("train", f"--version {args.version}: a version is a positive integer")
     settings = settings_from(args)
+    if (problem := settings.augmentation().problem()) is not None:
+        field, why = problem
+        return _fail("train", f"--augment-{field.replace('_', '-')} {getattr(settings, f'augment_{field}'):g}: {why}")
     out_dir = Path(args.out)
     if args.init_from:
         from contract import store

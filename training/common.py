@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from training import data
-from training.augment import HANDWRITING, PRESETS, Augmentation, augment
+from training.augment import AUGMENTATION_RANGES, DEVICES, PRESETS, Augmentation, augment
 from contract import store
 from contract.metadata import ModelMetadata
 from contract.spec import INPUT_NAME, LOGITS, PROBABILITIES
@@ -33,15 +33,24 @@ class TrainSettings:
     schedule: str = "onecycle"
     validation_size: int = 5000
     # augmentation (training/augment.py): the preset's name, then each range; 0 turns one off
-    augment: str = "handwriting"
-    augment_shift: float = HANDWRITING.shift
-    augment_rotation: float = HANDWRITING.rotation
-    augment_scale: float = HANDWRITING.scale
-    augment_shear: float = HANDWRITING.shear
-    augment_stroke: float = HANDWRITING.stroke
-    augment_elastic_alpha: float = HANDWRITING.elastic_alpha
-    augment_elastic_sigma: float = HANDWRITING.elastic_sigma
-    augment_elastic_probability: float = HANDWRITING.elastic_probability
+    augment: str = "devices"
+    augment_shift: float = DEVICES.shift
+    augment_rotation: float = DEVICES.rotation
+    augment_scale: float = DEVICES.scale
+    augment_aspect: float = DEVICES.aspect
+    augment_shear: float = DEVICES.shear
+    augment_stroke_thin: float = DEVICES.stroke_thin
+    augment_stroke_thick: float = DEVICES.stroke_thick
+    augment_elastic_alpha: float = DEVICES.elastic_alpha
+    augment_elastic_sigma: float = DEVICES.elastic_sigma
+    augment_elastic_probability: float = DEVICES.elastic_probability
+    augment_low_resolution_probability: float = DEVICES.low_resolution_probability
+    augment_low_resolution_min: float = DEVICES.low_resolution_min
+    augment_low_resolution_max: float = DEVICES.low_resolution_max
+    augment_blur_probability: float = DEVICES.blur_probability
+    augment_blur_sigma: float = DEVICES.blur_sigma
+    augment_noise_probability: float = DEVICES.noise_probability
+    augment_noise_sigma: float = DEVICES.noise_sigma
     seed: int = 1
     init_from: str = ""  # a contract model to start from (fine-tuning); empty: random initialisation
     train_limit: int = 0  # train on the first N images only (tests, dry runs); 0 = all
@@ -52,11 +61,7 @@ class TrainSettings:
         return asdict(self)
 
     def augmentation(self) -> Augmentation:
-        return Augmentation(
-            shift=self.augment_shift, rotation=self.augment_rotation, scale=self.augment_scale,
-            shear=self.augment_shear, stroke=self.augment_stroke, elastic_alpha=self.augment_elastic_alpha,
-            elastic_sigma=self.augment_elastic_sigma, elastic_probability=self.augment_elastic_probability,
-        )
+        return Augmentation(**{name: getattr(self, f"augment_{name}") for name in AUGMENTATION_RANGES})
 
     def use_preset(self, name: str) -> None:
         """Set every augmentation range from one of training.augment.PRESETS."""

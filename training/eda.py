@@ -52,6 +52,19 @@ def pixel_statistics(images: np.ndarray) -> dict[str, float]:
     }
 
 
+def stroke_widths(images: np.ndarray) -> np.ndarray:
+    """Per image [n, h, w], the mean stroke width in px: 2 x area / perimeter of the ink above half the
+    image's brightest value (a stroke of width w and length l >> w has area w l and perimeter 2 l)."""
+    ink = images.astype(np.float32) > 0.5 * images.max(axis=(1, 2), keepdims=True).astype(np.float32)
+    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
+    perimeter = (padded[:, 1:] != padded[:, :-1]).sum(axis=(1, 2)) + (padded[:, :, 1:] != padded[:, :, :-1]).sum(axis=(1, 2))
+    return 2.0 * ink.sum(axis=(1, 2)) / np.maximum(perimeter, 1)
+
+
+def percentiles(values: np.ndarray, points: tuple[int, ...] = (5, 25, 50, 75, 95)) -> dict[str, float]:
+    return {f"p{point}": round(float(value), 3) for point, value in zip(points, np.percentile(values, points))}
+
+
 def mean_digit_images(split: data.MnistSplit) -> np.ndarray:
     """The average image of each digit, float [10, 28, 28] on the 0-255 scale."""
     return np.stack([split.images[split.labels == digit].mean(axis=0) for digit in DIGITS])
@@ -125,6 +138,7 @@ def run(data_dir: str | Path | None, out_dir: Path) -> dict[str, Any]:
         "splits": described,
         "pixels": {name: pixel_statistics(split.images) for name, split in splits.items()},
         "mean_ink_by_digit": [round(float(means[digit].mean()), 3) for digit in DIGITS],
+        "stroke_width_px": {name: percentiles(stroke_widths(split.images)) for name, split in splits.items()},
         "figures": [LABEL_FIGURE, SAMPLES_FIGURE, MEAN_DIGITS_FIGURE],
     }
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))

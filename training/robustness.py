@@ -40,8 +40,10 @@ PHOTOS: tuple[tuple[str, str, str], ...] = (
     ("exif", "EXIF-rotated phone JPEG", "pixels stored rotated, EXIF Orientation 6, 3 or 8"),
 )
 OTHER_NAME = "other handwriting (UCI, 8x8)"
-OTHER_SIZE = 32  # UCI's digits were 32x32 bitmaps before being counted into 4x4 blocks
-OTHER_MARGIN = 8  # px of blank paper around each, as a scan or a cropped photo has
+OTHER_TUNING_NAME = "UCI, first half (tuning)"
+OTHER_HELD_OUT_NAME = "UCI, second half (held out)"
+OTHER_BLOCK = 4  # UCI's digits were 32x32 bitmaps counted into 4x4 blocks: px of the bitmap per count
+OTHER_MARGIN_BLOCKS = 2  # blank paper around each (8 px of the bitmap), as a scan or a cropped photo has
 
 
 @dataclass(frozen=True)
@@ -130,25 +132,38 @@ def _condition_from_files(name: str, group: str, description: str, files: Sequen
     return Condition(name, group, description, inputs, labels, refused=int((~read).sum()))
 
 
-def other_handwriting(limit: int = 0) -> Condition:
+def other_handwriting_file(counts: np.ndarray) -> bytes:
+    """One UCI digit (8x8 ink counts, 0-16) as a 48x48 PNG, white on black as the data set stores it: the
+    counts framed by two blocks of blank paper, then enlarged 4x (bicubic) to the bitmap's scale.
+    The margin is added before enlarging so that the interpolation sees the paper: every UCI digit
+    fills its box from top to bottom, and enlarging the box alone would cut those strokes off flat."""
+    side = counts.shape[0] + 2 * OTHER_MARGIN_BLOCKS
+    framed = np.zeros((side, side), np.uint8)
+    framed[OTHER_MARGIN_BLOCKS:-OTHER_MARGIN_BLOCKS, OTHER_MARGIN_BLOCKS:-OTHER_MARGIN_BLOCKS] = np.clip(
+        np.rint(counts * (255.0 / 16.0)), 0, 255)
+    sheet = Image.fromarray(framed).resize((side * OTHER_BLOCK,) * 2, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def other_handwriting(limit: int = 0) -> list[Condition]:
     """scikit-learn's copy of the UCI test digits: 1,797 digits by 13 writers who are not in MNIST, digitised
-    as 8x8 counts (0-16) of ink in 4x4 blocks of a 32x32 bitmap; here upsampled to 32x32 and framed by
-    an 8 px margin in 48x48 PNGs, white on black as the data set stores them.
-    `limit`: the first N digits only (0: all)."""
+    as 8x8 counts (0-16) of ink in 4x4 blocks of a 32x32 bitmap (other_handwriting_file makes each a PNG).
+    Three rows: all of them, the first half (the one the augmentation was tuned on) and the second half
+    (held out: it measures transfer). `limit`: the first N digits only (0: all)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     count = limit or len(digits.target)
-    files = []
-    for counts in digits.images[:count]:
-        small = Image.fromarray(np.clip(counts * (255.0 / 16.0), 0, 255).astype(np.uint8))
-        sheet = Image.new("L", (OTHER_SIZE + 2 * OTHER_MARGIN,) * 2)
-        sheet.paste(small.resize((OTHER_SIZE, OTHER_SIZE), Image.Resampling.BICUBIC), (OTHER_MARGIN, OTHER_MARGIN))
-        buffer = io.BytesIO()
-        sheet.save(buffer, format="PNG")
-        files.append(buffer.getvalue())
-    return _condition_from_files(OTHER_NAME, "other", "scikit-learn's load_digits: UCI optdigits test set, 13 writers, "
-                                 "8x8 ink counts upsampled to 32x32, in 48x48 PNGs", files, digits.target[:count])
+    files = [other_handwriting_file(counts) for counts in digits.images[:count]]
+    every = _condition_from_files(OTHER_NAME, "other", "scikit-learn's load_digits: UCI optdigits test set, 13 writers, "
+                                  "8x8 ink counts framed and enlarged to 48x48 PNGs", files, digits.target[:count])
+    half = count // 2
+    tuning, held_out = slice(0, half), slice(half, count)
+    return [every] + [Condition(name, "other", f"{every.description}; digits {part.start + 1}-{part.stop}",
+                                every.inputs[part], every.labels[part], refused=int((every.labels[part] < 0).sum()))
+                      for name, part in ((OTHER_TUNING_NAME, tuning), (OTHER_HELD_OUT_NAME, held_out))]
 
 
 def conditions(data_dir: str | Path | None, robust: bool, limit: int, seed: int, other_limit: int = 0) -> Iterator[Condition]:
@@ -167,7 +182,7 @@ def conditions(data_dir: str | Path | None, robust: bool, limit: int, seed: int,
                         perturbation.perturb(digits, rng).astype(np.float32), labels)
     for generator, name, description in PHOTOS:
         yield _condition_from_files(name, "photo", description, perturb_photos.generate(generator, digits, seed=seed), labels)
-    yield other_handwriting(other_limit)
+    yield from other_handwriting(other_limit)
 
 
 def preprocessing_fingerprint() -> str:

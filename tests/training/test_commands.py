@@ -55,13 +55,15 @@ def test_force_replaces_and_reports_go_beside_out(models_with_version_1: Path, c
     target = models_with_version_1 / "lenet-pytorch" / "1" / "model.onnx"
     before, reports_before = target.read_bytes(), repo_reports()
 
-    assert dry_run(models_with_version_1, "--version", "1", "--force", "--augment-elastic-probability", "1") == 0
+    assert dry_run(models_with_version_1, "--version", "1", "--force", "--augment-elastic-probability", "1",
+                   "--augment-low-resolution-max", "12") == 0
 
     assert capsys.readouterr().out == f"{target}\n"
     assert target.read_bytes() != before
     training = validate_model(onnx.load(target)).metadata.training
-    assert training["train_images"] == 1000 and training["augment"] == "handwriting"
+    assert training["train_images"] == 1000 and training["augment"] == "devices"
     assert training["augment_rotation"] == 12 and training["augment_elastic_probability"] == 1
+    assert training["augment_stroke_thick"] == 3 and training["augment_low_resolution_max"] == 12
     report = models_with_version_1.parent / "reports" / "lenet-pytorch"
     assert (report / "evaluation.json").is_file() and (report / "confusion_matrix.png").is_file()
     assert repo_reports() == reports_before
@@ -79,6 +81,20 @@ def test_report_dir_and_init_from(models_with_version_1: Path, tmp_path: Path, c
     assert metadata.training["init_from"] == str(models_with_version_1 / "lenet-pytorch" / "1" / "model.onnx")
     assert metadata.training["init_test_accuracy"] > 0.99 and metadata.test_accuracy > 0.95
     assert metadata.training["augment"] == "shift" and metadata.training["augment_rotation"] == 0
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    (("--augment-low-resolution-min", "12", "--augment-low-resolution-max", "9"), "--augment-low-resolution-min 12"),
+    (("--augment-low-resolution-min", "1"), "--augment-low-resolution-min 1"),
+    (("--augment-noise-probability", "1.5"), "--augment-noise-probability 1.5"),
+    (("--augment-blur-sigma", "-1"), "--augment-blur-sigma -1"),
+])
+def test_impossible_augmentation_ranges_are_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...], named: str) -> None:
+    assert dry_run(tmp_path / "models", *flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mnist-serve train: ") and named in err[0]
+    assert not (tmp_path / "models").exists()
 
 
 def test_init_from_another_framework_is_refused(models_with_version_1: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -154,5 +170,6 @@ def test_help_shows_defaults_and_describes_every_argument(command: str) -> None:
     assert "(default:" in text and "(default: None)" not in text and "(default: False)" not in text
     if command == "train":
         assert "--epochs EPOCHS training epochs (default: 12)" in text
-        assert "--augment {handwriting,none,shift}" in text and "(default: handwriting)" in text
+        assert "--augment {devices,handwriting,none,shift}" in text and "(default: devices)" in text
+        assert "--augment-noise-sigma X max noise sigma, on the [0, 1] scale (default: the preset's)" in text
         assert "--version VERSION model version to write (default: the next free one) --force" in text

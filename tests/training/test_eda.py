@@ -77,3 +77,13 @@ def test_mean_ink_differs_by_digit(eda_output: tuple[Path, dict[str, Any]]) -> N
     # a 1 is the thinnest digit, a 0 (or an 8) among the heaviest
     assert int(np.argmin(ink)) == 1
     assert ink[0] > 1.5 * ink[1]
+
+
+def test_stroke_widths_of_drawn_bars_and_of_mnist(eda_output: tuple[Path, dict[str, Any]]) -> None:
+    bars = np.zeros((3, 28, 28), np.uint8)
+    for index, width in enumerate((1, 2, 4)):
+        bars[index, 4:24, 10 : 10 + width] = 255  # a bar 20 px long: 2 x area / perimeter = 20 w / (20 + w)
+    np.testing.assert_allclose(eda.stroke_widths(bars), [20 * w / (20 + w) for w in (1, 2, 4)], rtol=1e-6)
+    # MNIST's pens: about 2 px, a little under 1.3 px for the finest twentieth and 3 px for the widest
+    widths = eda_output[1]["stroke_width_px"]["train"]
+    assert 1.8 < widths["p50"] < 2.1 and 1.1 < widths["p5"] < 1.5 and 2.8 < widths["p95"] < 3.2

@@ -3,6 +3,7 @@ the service's preprocessing of the photo-like files, the other handwriting, mode
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -37,14 +38,22 @@ def test_every_condition_for_every_model(report: tuple[Path, dict[str, Any]]) ->
     assert [model["label"] for model in result["models"]] == labels
     names = [row["name"] for row in result["conditions"]]
     assert names == (["MNIST test (10,000)"] + [p.name for p in perturb_digits.PERTURBATIONS]
-                     + [row[1] for row in robustness.PHOTOS] + [robustness.OTHER_NAME])
+                     + [row[1] for row in robustness.PHOTOS]
+                     + [robustness.OTHER_NAME, robustness.OTHER_TUNING_NAME, robustness.OTHER_HELD_OUT_NAME])
     groups = {row["name"]: row["group"] for row in result["conditions"]}
     assert groups["rotation 30°"] == "digit" and groups["shadow across one side"] == "photo"
     for row in result["conditions"]:
         assert sorted(row["accuracy"]) == labels
         assert all(0.0 <= value <= 1.0 for value in row["accuracy"].values())
         expected = {"mnist": 10_000, "other": OTHER_LIMIT}.get(row["group"], LIMIT)
+        if row["name"] in (robustness.OTHER_TUNING_NAME, robustness.OTHER_HELD_OUT_NAME):
+            expected = OTHER_LIMIT // 2
         assert row["images"] == expected and row["refused"] == 0
+    # the halves are the whole, split in two
+    other = {row["name"]: row for row in result["conditions"] if row["group"] == "other"}
+    for label in labels:
+        halves = [other[name]["accuracy"][label] for name in (robustness.OTHER_TUNING_NAME, robustness.OTHER_HELD_OUT_NAME)]
+        assert np.mean(halves) == pytest.approx(other[robustness.OTHER_NAME]["accuracy"][label])
 
 
 def test_mnist_row_reproduces_the_recorded_test_accuracy(report: tuple[Path, dict[str, Any]]) -> None:
@@ -83,6 +92,23 @@ def test_digit_perturbations_are_inputs_in_range() -> None:
     thin = perturb_digits.stroke(-1)(digits, np.random.default_rng(0)).sum()
     assert thin < ink < thick
     assert perturb_digits.scale(0.6)(digits, np.random.default_rng(0)).sum() == pytest.approx(0.36 * ink, rel=0.08)
+
+
+def test_other_handwriting_is_framed_before_it_is_enlarged() -> None:
+    """A UCI digit fills its 8x8 box from top to bottom; with the margin added first, the enlarged strokes
+    fade out into the paper instead of stopping flat at the box's edge."""
+    from sklearn.datasets import load_digits
+
+    counts = load_digits().images[0]  # a 0: ink in the first and last rows of its box
+    with Image.open(io.BytesIO(robustness.other_handwriting_file(counts))) as sheet:
+        pixels = np.asarray(sheet, dtype=np.float32)
+    assert pixels.shape == (48, 48)
+    margin = robustness.OTHER_MARGIN_BLOCKS * robustness.OTHER_BLOCK
+    assert pixels[:margin - 2].max() < 30 and pixels[-(margin - 2):].max() < 30  # paper, give or take the kernel
+    rows = pixels.max(axis=1)
+    top = int(np.argmax(rows > 0.2 * rows.max()))
+    # the stroke rises over several rows (the enlargement of the top count), not in one step at the box edge
+    assert rows[top] < 0.6 * rows.max() and top < margin
 
 
 def test_photo_files_go_through_the_service_preprocessing() -> None:
