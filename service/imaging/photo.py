@@ -1,21 +1,23 @@
 """A gray photo or scan -> an ink map: bright where the pen was, 0 on the paper, whatever the light.
 
-1. Polarity: dark ink on light paper, or light on dark. Evenly lit images compare the border's
-   median with the image's extremes (the ink is the extreme farther from the border); unevenly lit
-   ones ask cells of the image which way their minority, the ink, departs from their median.
-2. Background: where the border is even (clean scans, drawings, MNIST itself) one level, the
-   border's median, as MNIST preprocessing always did. Where it is not (shading, a shadow), the
-   paper is estimated at every pixel by a morphological opening of the ink-bright image with a
-   square a third of the image's longer side: it removes every structure narrower than that
-   (strokes are at most a fifth of a digit's height, and a digit fits in the frame) and keeps
-   gradients, vignettes and shadow edges exactly (an opening preserves monotone profiles and
-   steps). Ink is then the darkening relative to the local paper: (g - b) / (1 - b), which
-   divides out the light falling on the sheet (reflectance x illumination).
-3. Components: the ink's 8-connected components, on a grid of at most 128 x 128 cells so the cost
-   stays bounded; the digit is the component with the most ink (components that span the frame
-   from edge to edge, like a band of shadow or a table's edge, count a twentieth), plus every other
-   component close to it with a few percent of its ink (two-stroke 4s and 5s, a 7's bar, broken
-   thin strokes). Specks, dust and far marks are dropped.
+1. Even or uneven light, from the border's spread against the image's contrast.
+2. Evenly lit (clean scans, drawings, MNIST itself): as MNIST preprocessing always did, one
+   background level, the border's median, and the ink on the side of the contrast farther from it.
+3. Unevenly lit (shading, a shadow): the polarity is the side on which pixels depart farthest
+   from the local paper (cell medians); the paper is estimated at every pixel by a morphological
+   opening of the ink-bright image with a square a third of the longer side, which removes every
+   structure narrower than that (strokes) and keeps ramps, vignettes and a shadow's edge exactly,
+   with a reconstruction by dilation for the narrow ends of a shadow's wedges; the ink is the
+   darkening relative to the local paper, (g - b) / (1 - b), which divides out the light falling
+   on the sheet (reflectance x illumination), less the paper's own noise.
+4. Components: the ink's 8-connected components, on a grid of at most 128 x 128 cells so the cost
+   stays bounded; the digit is the component with the most ink (one lying along a side of the
+   frame, like a band of shadow or a table's edge, counts a twentieth, and under uneven light such
+   a band is cut off the digit that touches it), plus the components close to it with a few percent
+   of its ink (two-stroke 4s and 5s, a 7's bar, broken thin strokes). Specks, dust and far marks
+   are dropped.
+
+docs/images.md gives the reasons for each number.
 """
 
 from __future__ import annotations
@@ -24,16 +26,20 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from service.imaging.morphology import box_blur, label, max_filter, max_pool, min_pool, opening, reconstruct
-from PIL import Image
 
 EVEN_BORDER = 0.15  # border spread (10th-90th percentile) under this fraction of the contrast: evenly lit
 BACKGROUND_WINDOW = 1 / 3  # opening square, as a fraction of the longer side
 POLARITY_CELLS = 4  # cells along each side for the paper's level when unevenly lit
 POLARITY_SHARE = 0.003  # quantile of the departures from the paper compared on each side
-LIGHT_INK_EVIDENCE = 1.5
+LIGHT_INK_EVIDENCE = 1.5  # under uneven light, light ink must depart this many times farther than dark
 NOISE_MADS = 5  # ink below the paper's median + 5 MADs is the paper's noise
+PAPER_SHARE, PAPER_QUANTILE = 0.1, 0.05  # the paper's spread: its 5th-95th percentile, if it is a tenth of the image
+WIDEST_STROKE = 0.25  # of the longer side: a tightly cropped digit's strokes are up to a fifth...
+PHOTO_SIDE = 100  # ...and wider ink is a shadow, in an image this big (smaller ones are crops or drawings)
+PAPER_INK, PAPER_MARGIN = 0.75, 0.08  # the paper: a stroke's width (at most this share of the side) from pixels 3/4 of the way to the ink
 EXTREME = 0.001  # quantile taken as the darkest / brightest level (noise-proof, yet below a thin digit's share)
 PAPER_LEVEL = 0.05  # a pixel this close to the rebuilt shadow level is shadowed paper, not ink
 RECONSTRUCTION_SIDE = 128  # the shadow's wedges are rebuilt on a grid of at most this many cells a side
@@ -103,8 +109,7 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
         return np.zeros_like(gray), False
     border = _border(gray)
     level = float(np.median(border))
-    spread = float(np.quantile(border, 0.9) - np.quantile(border, 0.1))
-    uneven = spread > EVEN_BORDER * contrast
+    uneven = _unevenly_lit(gray, border, level, low, high)
     if not uneven:
         dark_on_light = (level - low) > (high - level)
         g = 1.0 - gray if dark_on_light else gray
@@ -116,6 +121,36 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool]:
         background = _background(g, window)
     ink = np.clip((g - background) / np.maximum(1.0 - np.asarray(background, np.float32), 0.05), 0.0, 1.0)
     return (_above_paper_noise(ink) if uneven else ink), uneven
+
+
+def _unevenly_lit(gray: np.ndarray, border: np.ndarray, level: float, low: float, high: float) -> bool:
+    """Whether the paper's own level varies: the border's spread, then the paper's alone.
+
+    A tightly cropped digit has strokes on its border, so the border alone spreads as much as a
+    shadow does; its paper, though, is one level. The paper is what lies farther than 2 px from
+    every pixel past the middle of the contrast (ink, under even light): shading and a shadow's
+    soft edge leave a spread there, strokes and their blurred edges do not."""
+    contrast = high - low
+    if float(np.quantile(border, 0.9) - np.quantile(border, 0.1)) <= EVEN_BORDER * contrast:
+        return False
+    ink_side = low if (level - low) > (high - level) else high
+    inky = np.abs(gray - level) > PAPER_INK * abs(ink_side - level)
+    width = _stroke_width(inky)
+    if max(gray.shape) >= PHOTO_SIDE and width > WIDEST_STROKE * max(gray.shape):  # too wide for strokes: a shadow
+        return True
+    margin = round(min(max(3.0, width), max(gray.shape) * PAPER_MARGIN))
+    paper = gray[~(max_filter(inky.astype(np.float32), 2 * margin + 1) > 0)]
+    if paper.size < PAPER_SHARE * gray.size:  # hardly any paper away from the ink: nothing shows uneven light
+        return False
+    spread = float(np.quantile(paper, 1.0 - PAPER_QUANTILE) - np.quantile(paper, PAPER_QUANTILE))
+    return spread > EVEN_BORDER * contrast
+
+
+def _stroke_width(mask: np.ndarray) -> float:
+    """The mean width of the strokes in a mask: twice its area over its outline's length."""
+    inside = mask[1:-1, 1:-1]
+    edge = inside & ~(mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:])
+    return 2.0 * float(mask.sum()) / max(1, int(edge.sum()))
 
 
 def _above_paper_noise(ink: np.ndarray) -> np.ndarray:
