@@ -51,10 +51,13 @@ class ModelUnderTest:
     name: str
     version: int | None
     path: Path
+    origin: str | None = None  # the repository a model outside --models-dir came from; None inside it
 
     @property
     def label(self) -> str:
-        return f"{self.name} v{self.version}" if self.version is not None else self.name
+        """Unique per file: the results are keyed by it, so a copy from elsewhere names its origin."""
+        label = f"{self.name} v{self.version}" if self.version is not None else self.name
+        return f"{label} ({self.origin})" if self.origin else label
 
 
 @dataclass
@@ -69,13 +72,14 @@ class Condition:
 
 def resolve_models(specs: Sequence[str], models_dir: Path) -> list[ModelUnderTest]:
     """A model file: that model; a model directory or a name in `models_dir`: every version;
-    `name:version`: that version."""
+    `name:version`: that version. A model outside `models_dir` is labelled with where it came from, so that
+    a copy of a committed model (say another cnn-pytorch v2) gets a column of its own; a file named twice once."""
     found: list[ModelUnderTest] = []
     for spec in specs:
         path = Path(spec)
         if path.is_file():
             name, version, _ = store.locate(path)
-            found.append(ModelUnderTest(name, version, path))
+            found.append(ModelUnderTest(name, version, path, _origin(path, version, models_dir)))
             continue
         name, _, version_text = spec.partition(":")
         directory = path if path.is_dir() else models_dir / name
@@ -87,8 +91,21 @@ def resolve_models(specs: Sequence[str], models_dir: Path) -> list[ModelUnderTes
             if version not in versions:
                 raise FileNotFoundError(f"{spec}: {name} has no version {version_text!r} in {models_dir}")
             versions = {version: versions[version]}
-        found.extend(ModelUnderTest(directory.name, version, file) for version, file in sorted(versions.items()))
-    return found
+        found.extend(ModelUnderTest(directory.name, version, file, _origin(file, version, models_dir))
+                     for version, file in sorted(versions.items()))
+    unique: dict[Path, ModelUnderTest] = {}
+    for model in found:
+        unique.setdefault(model.path.resolve(), model)
+    return list(unique.values())
+
+
+def _origin(file: Path, version: int | None, models_dir: Path) -> str | None:
+    """None for a file in `models_dir`; else the directory it was found in: the repository root of a
+    `<root>/<name>/<version>/model.onnx` layout, the file's own directory otherwise."""
+    root = file.parent.parent.parent if version is not None else file.parent
+    if root.resolve() == models_dir.resolve():
+        return None
+    return str(root)
 
 
 class Predictor:
@@ -214,6 +231,7 @@ def evaluate(models: Sequence[ModelUnderTest], measured: Sequence[Condition], se
         "subset": subset,
         "preprocessing_sha256": preprocessing_fingerprint(),
         "models": [{"label": model.label, "name": model.name, "version": model.version, "path": str(model.path),
+                    "origin": model.origin,
                     "framework": predictors[model.label].metadata.framework,
                     "architecture": predictors[model.label].metadata.architecture,
                     "augmentation": predictors[model.label].metadata.training.get("augment", "shift")} for model in models],

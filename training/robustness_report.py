@@ -28,6 +28,12 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def legend(model: dict[str, Any]) -> str:
+    """A bar's name within its model's panel: the version, and where the file came from when not --models-dir."""
+    text = f"v{model['version']}" if model["version"] is not None else model["name"]
+    return f"{text} ({model['origin']})" if model.get("origin") else text
+
+
 def plot(result: dict[str, Any], path: Path) -> None:
     """One panel per model name: each condition's accuracy, one bar per version."""
     import matplotlib
@@ -46,7 +52,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         for index, model in enumerate(versions):
             values = [100 * row["accuracy"][model["label"]] for row in rows]
             ax.barh(positions + (index - (len(versions) - 1) / 2) * height, values, height=height,
-                    label=f"v{model['version']}" if model["version"] is not None else model["label"])
+                    label=legend(model))
         ax.set(title=name, xlim=(0, 100), xlabel="accuracy (%)")
         ax.grid(axis="x", alpha=0.3)
         ax.legend(loc="lower left", fontsize=7)

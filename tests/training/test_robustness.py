@@ -18,7 +18,7 @@ from contract.validation import validate_model
 from service.cli import main as cli_main
 from tests.conftest import MODELS_DIR, model_file, mnist_dir
 from training import data, perturb_digits, robustness
-from training.robustness_report import JSON_FILE, MARKDOWN_FILE, PLOT_FILE
+from training.robustness_report import JSON_FILE, MARKDOWN_FILE, PLOT_FILE, legend, markdown_table
 
 LIMIT = 24
 OTHER_LIMIT = 60
@@ -134,9 +134,36 @@ def test_resolve_models(tmp_path: Path) -> None:
     assert [model.label for model in every] == ["lenet-pytorch v1", "lenet-pytorch v3"]
     assert [m.label for m in robustness.resolve_models(["lenet-pytorch:3"], tmp_path)] == ["lenet-pytorch v3"]
     assert [m.label for m in robustness.resolve_models([str(tmp_path / "lenet-pytorch")], MODELS_DIR)] == [
+        f"lenet-pytorch v1 ({tmp_path})", f"lenet-pytorch v3 ({tmp_path})"]
+    assert [m.label for m in robustness.resolve_models([str(tmp_path / "lenet-pytorch")], tmp_path)] == [
         "lenet-pytorch v1", "lenet-pytorch v3"]
-    assert robustness.resolve_models([str(model_file("cnn-pytorch", 1))], tmp_path)[0].label == "cnn-pytorch v1"
+    committed = model_file("cnn-pytorch", 1)
+    assert robustness.resolve_models([str(committed)], tmp_path)[0].label == f"cnn-pytorch v1 ({MODELS_DIR})"
+    assert [m.label for m in robustness.resolve_models([str(committed), "cnn-pytorch:1"], MODELS_DIR)] == ["cnn-pytorch v1"]
     with pytest.raises(FileNotFoundError, match="no model of that name"):
         robustness.resolve_models(["nothing-here"], tmp_path)
     with pytest.raises(FileNotFoundError, match="has no version '2'"):
         robustness.resolve_models(["lenet-pytorch:2"], tmp_path)
+
+
+def test_a_copy_from_elsewhere_is_measured_in_a_column_of_its_own(tmp_path: Path) -> None:
+    """Another lenet-tensorflow v2 (here v1's weights, filed as v2 elsewhere) beside the committed v2: two
+    labels, and each column holds its own file's accuracy, not the committed model's twice."""
+    copy = tmp_path / "candidates" / "lenet-tensorflow" / "2" / "model.onnx"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(model_file("lenet-tensorflow", 1), copy)
+    models = robustness.resolve_models(["lenet-tensorflow:2", str(copy)], MODELS_DIR)
+    assert [model.label for model in models] == ["lenet-tensorflow v2", f"lenet-tensorflow v2 ({tmp_path / 'candidates'})"]
+
+    test = data.load_split("test", mnist_dir())
+    mnist = robustness.Condition("MNIST test", "mnist", "", test.images.astype(np.float32) / 255.0,
+                                 test.labels.astype(np.int64))
+    result = robustness.evaluate(models, [mnist], seed=0, subset=0)
+    measured = result["conditions"][0]["accuracy"]
+    recorded = {model.label: validate_model(onnx.load(model.path)).metadata.test_accuracy for model in models}
+    assert recorded[models[0].label] != recorded[models[1].label]
+    assert measured == pytest.approx(recorded, abs=1e-9)
+    assert [entry["origin"] for entry in result["models"]] == [None, str(tmp_path / "candidates")]
+    header = markdown_table(result).splitlines()[0]
+    assert header == f"| condition | images | lenet-tensorflow v2 | lenet-tensorflow v2 ({tmp_path / 'candidates'}) |"
+    assert [legend(entry) for entry in result["models"]] == ["v2", f"v2 ({tmp_path / 'candidates'})"]
