@@ -1,4 +1,9 @@
-"""One ONNX Runtime session: provider choice, threads, and runs that ask only for the outputs needed."""
+"""A model's ONNX Runtime sessions: provider choice, threads, and runs that ask only for the outputs needed.
+
+Every layer of a contract model is a graph output, so that clients can see it. Graph outputs stop
+ONNX Runtime's fusions (Conv+Relu) and make it reorder every layer back from its blocked layout, so
+a second session, over the same graph with only the predictions as outputs, answers the requests
+that want nothing else (most of them): docs/benchmark.md measures the difference."""
 
 from __future__ import annotations
 
@@ -7,17 +12,19 @@ import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from service.errors import ProviderError
 from service.priority import lower_current_thread
-from contract.spec import INPUT_NAME, INPUT_SHAPE, PROBABILITIES
+from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
 
 log = logging.getLogger(__name__)
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 DRIVER_LIBRARY = "libcuda.so.1"
+PREDICTIONS = frozenset((LOGITS, PROBABILITIES))
 
 
 def nvidia_driver_loads() -> bool:
@@ -67,8 +74,19 @@ def active_provider(device: str, session_providers: Sequence[str]) -> str:
     return active
 
 
+def predictions_only(model_bytes: bytes) -> bytes | None:
+    """The same graph with only its predictions as outputs; None when it has no other output."""
+    model = onnx.load_from_string(model_bytes)
+    kept = [output for output in model.graph.output if output.name in PREDICTIONS]
+    if len(kept) == len(model.graph.output) or not kept:
+        return None
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    return model.SerializeToString()
+
+
 class ModelRuntime:
-    """An inference session over a model's bytes. Thread-safe: `run` may be called concurrently."""
+    """Inference sessions over a model's bytes. Thread-safe: `run` may be called concurrently."""
 
     def __init__(self, model_bytes: bytes, device: str, intra_op_threads: int, spinning: bool = False) -> None:
         options = ort.SessionOptions()
@@ -80,10 +98,14 @@ class ModelRuntime:
         # Spinning worker threads answer faster but take the event loop's core while they wait for work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         providers = requested_providers(device, ort.get_available_providers())
-        lower_current_thread()  # the session's thread pool is started by this thread and inherits its niceness
+        lower_current_thread()  # the sessions' thread pools are started by this thread and inherit its niceness
         self.session = ort.InferenceSession(model_bytes, options, providers=providers)
         self.provider = active_provider(device, self.session.get_providers())
         self.output_names = [out.name for out in self.session.get_outputs()]
+        pruned = predictions_only(model_bytes)
+        self.predictions_session = ort.InferenceSession(pruned, options, providers=providers) if pruned else None
+        if self.predictions_session is not None:
+            active_provider(device, self.predictions_session.get_providers())
         # The arena keeps the largest batch's memory for the next run (fast under load); a run with
         # shrinkage frees every arena region no run is using, which is how an idle session gives it back.
         self._shrink = ort.RunOptions()
@@ -91,10 +113,16 @@ class ModelRuntime:
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
         self._probe = np.zeros((1, *INPUT_SHAPE), np.float32)
 
+    def _session_for(self, names: Sequence[str]) -> ort.InferenceSession:
+        if self.predictions_session is not None and PREDICTIONS.issuperset(names):
+            return self.predictions_session
+        return self.session
+
     def run(self, batch: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
         names = list(outputs)
-        return dict(zip(names, self.session.run(names, {INPUT_NAME: batch})))
+        return dict(zip(names, self._session_for(names).run(names, {INPUT_NAME: batch})))
 
     def release_memory(self) -> None:
-        """Give the arena's unused memory back to the system (a one-image run with shrinkage)."""
-        self.session.run([PROBABILITIES], {INPUT_NAME: self._probe}, self._shrink)
+        """Give the arenas' unused memory back to the system (a one-image run with shrinkage)."""
+        for session in filter(None, (self.session, self.predictions_session)):
+            session.run([PROBABILITIES], {INPUT_NAME: self._probe}, self._shrink)

@@ -10,7 +10,7 @@ import pytest
 
 from service.config import Settings, available_cpus
 from service.errors import ProviderError
-from service.runtime import CPU, CUDA, ModelRuntime, active_provider, requested_providers
+from service.runtime import CPU, CUDA, PREDICTIONS, ModelRuntime, active_provider, predictions_only, requested_providers
 from tests.conftest import MODELS_DIR
 
 GPU_BUILD = [CUDA, CPU]
@@ -70,6 +70,33 @@ def test_real_cpu_session_reports_its_provider_and_runs_only_requested_outputs()
     assert set(outputs) == {"probabilities", "conv1"}
     assert outputs["conv1"].shape == (2, 32, 28, 28)
     assert np.allclose(outputs["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["cnn-pytorch/2", "lenet-tensorflow/2", "cnn-tensorflow-int8/1"])
+def test_predictions_are_computed_by_a_graph_without_the_layers_and_agree_with_the_full_one(model: str) -> None:
+    """Requests that want only predictions run a session whose graph outputs nothing else (the
+    layers as outputs stop ONNX Runtime's fusions); requests that want a layer run the full graph.
+    Both give the same numbers."""
+    model_bytes = (MODELS_DIR / model / "model.onnx").read_bytes()
+    runtime = ModelRuntime(model_bytes, "cpu", 1)
+    assert runtime.predictions_session is not None
+    assert {out.name for out in runtime.predictions_session.get_outputs()} == PREDICTIONS
+    assert len(runtime.session.get_outputs()) > len(PREDICTIONS)
+    assert runtime._session_for(["probabilities"]) is runtime.predictions_session
+    assert runtime._session_for(["logits", "probabilities"]) is runtime.predictions_session
+    assert runtime._session_for(["probabilities", "conv1"]) is runtime.session
+    batch = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    pruned = runtime.run(batch, ["logits", "probabilities"])
+    full = dict(zip(["logits", "probabilities"], runtime.session.run(["logits", "probabilities"], {"image": batch})))
+    for name in PREDICTIONS:
+        np.testing.assert_allclose(pruned[name], full[name], rtol=1e-5, atol=1e-6)
+    runtime.release_memory()
+
+
+def test_a_graph_with_only_predictions_is_not_pruned_again() -> None:
+    model_bytes = (MODELS_DIR / "cnn-pytorch" / "1" / "model.onnx").read_bytes()
+    pruned = predictions_only(model_bytes)
+    assert pruned is not None and predictions_only(pruned) is None
 
 
 def test_real_cuda_request_on_this_cpu_build_refuses_to_start() -> None:
