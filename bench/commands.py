@@ -33,6 +33,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
                              "under bench/.anchors; one that is not built is skipped with a line saying so")
     parser.add_argument("--setup-anchors", nargs="*", default=None, metavar="ANCHOR",
                         help=f"build the anchors' environments instead ({ANCHOR_NAMES}; default all) and exit")
+    parser.add_argument("--scaling", action="store_true",
+                        help="instead: requests/s with the service on 1 .. C-1 cores (--workers, taskset) and wrk "
+                             "on the others; writes scaling.md and scaling.json into --out")
     parser.set_defaults(handler=bench)
 
 
@@ -41,6 +44,11 @@ def bench(args: argparse.Namespace) -> int:
         from bench.anchors.setup import main as setup_main
 
         return setup_main(args.setup_anchors)
+    if args.scaling:
+        from bench.scaling import main as scaling_main
+
+        runs = 1 if args.quick else args.runs
+        return scaling_main(Path(args.models_dir), args.model, args.duration, runs, Path(args.out))
     from bench.run import main as bench_main
 
     return bench_main(args)

@@ -92,9 +92,12 @@ def _children_cpu_s() -> float:
 
 
 def run_load(tool: str, base_url: str, workload: Workload, body_file: Path, concurrency: int,
-             duration: float) -> LoadResult:
-    """Drive `workload` at `concurrency` open connections for `duration` seconds."""
+             duration: float, cpus: str | None = None) -> LoadResult:
+    """Drive `workload` at `concurrency` open connections for `duration` seconds (on the CPUs in
+    `cpus`, a taskset list, when given)."""
     argv = command(tool, base_url + workload.path, body_file, workload, concurrency, duration)
+    if cpus is not None:
+        argv = ["taskset", "-c", cpus, *argv]
     cpu_before = _children_cpu_s()
     completed = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, timeout=duration + 120)
     client_cpu_s = _children_cpu_s() - cpu_before

@@ -7,7 +7,15 @@ import statistics
 from pathlib import Path
 
 from bench.anchor_report import render_anchor_section
-from bench.results import Point, Results, Sample, Target, median_sample, met_text, results_from_json
+from bench.results import (
+    Point,
+    Results,
+    Sample,
+    Target,
+    median_sample,
+    met_text,
+    results_from_json,
+)
 
 __all__ = ["Point", "Results", "Sample", "Target", "median_sample", "results_from_json", "add_ratios",
            "evaluate_targets", "render_markdown", "update_document"]

@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
 from service.errors import ProviderError
 from service.priority import lower_current_thread
-from contract.spec import INPUT_NAME, INPUT_SHAPE, LOGITS, PROBABILITIES
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@ and one very short end-to-end run against the naive server and the service."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,13 +15,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import inprocess, servers
+from bench import inprocess, scaling, servers
 from bench.cpu import machine_cpu_times, process_tree_cpu_seconds
 from bench.load import default_tool, run_load, write_body
 from bench.payloads import BATCH_IMAGES, decode_v2_binary, naive_json, v2_binary
-from bench.report import DOC_END, DOC_START, Point, Results, Sample, add_ratios, evaluate_targets, \
-    render_markdown, results_from_json, update_document
+from bench.report import (
+    DOC_END,
+    DOC_START,
+    Point,
+    Results,
+    Sample,
+    add_ratios,
+    evaluate_targets,
+    render_markdown,
+    results_from_json,
+    update_document,
+)
 from bench.run import BenchPlan, run_benchmark, write_results
+from bench.scaling import layouts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "models"
@@ -231,3 +244,23 @@ def test_a_short_run_measures_every_point_against_real_servers(tmp_path: Path, i
     assert f"- {results.settings['skipped']['triton']}" in markdown_path.read_text()
     assert results.settings["elapsed_s"] >= 1
     assert f"the whole run took {results.settings['elapsed_s'] / 60:.1f} minutes." in markdown_path.read_text()
+
+
+def test_scaling_layouts_keep_the_service_and_wrk_on_separate_cores_then_show_sharing() -> None:
+    four = layouts([0, 1, 2, 3])
+    assert [(layout.server_cpus, layout.workers, layout.client_cpus) for layout in four] == [
+        ((0,), 1, (1, 2, 3)), ((0, 1), 2, (2, 3)), ((0, 1, 2), 3, (3,)),
+        ((0,), 4, (1, 2, 3)), ((0, 1, 2, 3), 4, (0, 1, 2, 3))]
+    assert four[-1].title == "4 workers on 4 cores (shared with wrk)"
+    assert [(layout.server_cpus, layout.workers) for layout in layouts([5])] == [((5,), 1)]
+
+
+@pytest.mark.skipif(not shutil.which("taskset"), reason="taskset (util-linux) is not installed")
+def test_scaling_run_pins_real_workers_and_writes_its_table(tmp_path: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    assert scaling.main(MODELS_DIR, "lenet-pytorch", duration=1.0, runs=1, out=tmp_path) == 0
+    document = json.loads((tmp_path / "scaling.json").read_text())
+    assert [point["layout"]["workers"] for point in document["points"]] == \
+        [layout.workers for layout in layouts(cpus)]
+    assert all(point["requests_per_s"] > 0 and point["errors"] == 0 for point in document["points"])
+    assert "× 1 worker" in (tmp_path / "scaling.md").read_text()

@@ -17,7 +17,14 @@ import copy
 
 import numpy as np
 import onnxruntime as ort
-from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer, model_server
+from kserve import (
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    Model,
+    ModelServer,
+    model_server,
+)
 from kserve import logging as kserve_logging
 from kserve.errors import InvalidInput
 from kserve.utils.utils import generate_uuid

@@ -23,8 +23,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.anchors.setup import (ANCHORS_ROOT, MARKER, PACKAGES, SETUP_COMMAND, environment_dir,
-                                 read_marker, requirements_digest, venv_python)
+from bench.anchors.setup import (
+    ANCHORS_ROOT,
+    MARKER,
+    PACKAGES,
+    SETUP_COMMAND,
+    environment_dir,
+    read_marker,
+    requirements_digest,
+    venv_python,
+)
 from bench.servers import HOST, ServerSpec, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
