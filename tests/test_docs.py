@@ -14,8 +14,8 @@ from tests.conftest import REPO_ROOT
 
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
-FENCED = re.compile(r"^```.*?^```", re.S | re.M)
-HEADING = re.compile(r"^#{1,6} (.+)$", re.M)
+FENCED = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
+HEADING = re.compile(r"^#{1,6} (.+)$", re.MULTILINE)
 BATCHER_SETTINGS = ("max_batch_size", "max_queue_delay_ms")  # how batches are formed, not limits: operations.md
 LIMIT_SETTINGS = [name for name in Settings.model_fields if name not in BATCHER_SETTINGS and (
                   name.startswith("max_") or name.endswith("_timeout_s") or name == "shutdown_grace_s")]
@@ -68,7 +68,7 @@ def default_text(name: str) -> str:
 
 
 def test_the_operations_table_lists_every_setting_with_its_default() -> None:
-    rows = dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \|", (REPO_ROOT / "docs" / "operations.md").read_text(), re.M))
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \|", (REPO_ROOT / "docs" / "operations.md").read_text(), re.MULTILINE))
     assert sorted(rows) == sorted(Settings.model_fields)
     for name, cell in rows.items():
         expected = "the repo's `models/`" if name == "models_dir" else f"`{default_text(name)}`"
@@ -76,7 +76,7 @@ def test_the_operations_table_lists_every_setting_with_its_default() -> None:
 
 
 def test_limits_doc_names_every_limit_with_its_default() -> None:
-    rows = re.findall(r"^\|[^|\n]*\| `([a-z_]+)` \(`MNIST_SERVE_[A-Z_]+`\) \| ([^|]+) \|", (REPO_ROOT / "docs" / "limits.md").read_text(), re.M)
+    rows = re.findall(r"^\|[^|\n]*\| `([a-z_]+)` \(`MNIST_SERVE_[A-Z_]+`\) \| ([^|]+) \|", (REPO_ROOT / "docs" / "limits.md").read_text(), re.MULTILINE)
     documented = {name: cell.strip() for name, cell in rows}
     assert sorted(documented) == sorted(LIMIT_SETTINGS)
     for name, cell in documented.items():
