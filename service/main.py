@@ -23,6 +23,7 @@ from service.api import health, insight, page, repository, v1, v2
 from service.api.responses import error_body
 from service.api.routing import validation_message
 from service.config import Settings
+from service.body_budget import BodyBudget
 from service.dataplane import DataPlane
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.dataplane = DataPlane(registry, settings)
     app.state.repository = ModelRepository(registry)
+    app.state.body_budget = BodyBudget(settings.max_pending_body_bytes)  # HTTP bodies and gRPC messages
     install_error_handlers(app)
     for module in (v1, insight, v2, repository, health, page):
         app.router.routes.extend(module.routes())
@@ -90,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED)
-    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics)
+    app.add_middleware(ServiceMiddleware, settings=settings, metrics=metrics, bodies=app.state.body_budget)
     return app
 
 

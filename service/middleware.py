@@ -18,9 +18,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import context, inflight
+from service.body_budget import BodyBudget
 from service.config import Settings
 from service.connections import RequestTimeout
-from service.errors import Overloaded, PayloadTooLarge, ServiceError
+from service.errors import PayloadTooLarge, ServiceError
 from service.inflight import ClientGone, InFlight
 from service.jsonio import dumps
 from service.memory import trim_heap
@@ -58,11 +59,11 @@ class _Exchange:
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics, bodies: BodyBudget | None = None) -> None:
         self.app = app
         self.settings = settings
         self.metrics = metrics
-        self.pending_body_bytes = 0
+        self.bodies = bodies if bodies is not None else BodyBudget(settings.max_pending_body_bytes)
         self._requests = 0
         self._idle_trim: asyncio.TimerHandle | None = None
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -184,7 +185,7 @@ class ServiceMiddleware:
         finally:
             if exchange.body_timer is not None:
                 exchange.body_timer.cancel()
-            self.pending_body_bytes -= exchange.held_body_bytes
+            self.bodies.release(exchange.held_body_bytes)
             self._end()
             self.metrics.in_flight.dec()
             self._record(scope, request, exchange.status, time.perf_counter() - started)
@@ -211,12 +212,7 @@ class ServiceMiddleware:
 
     def _hold_body(self, exchange: _Exchange, size: int) -> None:
         """Count body bytes against the server's share; 503 when others already hold it."""
-        pending = self.pending_body_bytes
-        budget = self.settings.max_pending_body_bytes
-        if pending - exchange.held_body_bytes > 0 and pending + size > budget:
-            raise Overloaded(f"the server is holding {pending} bytes of request bodies, the max_pending_body_bytes "
-                             f"limit is {budget}; retry later")
-        self.pending_body_bytes = pending + size
+        self.bodies.hold(size, exchange.held_body_bytes)
         exchange.held_body_bytes += size
 
     def _body_timeout(self) -> RequestTimeout:

@@ -1,6 +1,7 @@
 """The gRPC server: grpc.aio on the event loop uvicorn runs, in the same process, on grpc_port.
 It serves inference.GRPCInferenceService, grpc.health.v1.Health and server reflection; a
-message may be at most max_body_bytes, as an HTTP body. On SIGTERM it stops taking calls at
+message may be at most max_body_bytes, as an HTTP body, and the messages of calls in flight count
+against max_pending_body_bytes with the HTTP bodies. On SIGTERM it stops taking calls at
 once and lets those in flight finish within shutdown_grace_s, as uvicorn does for HTTP."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.config import Settings
+from service.body_budget import BodyBudget
 from service.dataplane import DataPlane
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.health import ReadinessHealth
@@ -63,8 +65,10 @@ def check_port(settings: Settings) -> None:
 
 
 class GrpcFrontEnd:
-    def __init__(self, settings: Settings, plane: DataPlane, repository: ModelRepository, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, plane: DataPlane, repository: ModelRepository, metrics: Metrics,
+                 bodies: BodyBudget | None = None) -> None:
         self.settings = settings
+        self.bodies = bodies if bodies is not None else BodyBudget(settings.max_pending_body_bytes)
         self.plane = plane
         self.repository = repository
         self.metrics = metrics
@@ -79,7 +83,7 @@ class GrpcFrontEnd:
     def for_app(cls, app: Any, settings: Settings) -> GrpcFrontEnd:
         """The front end over the same data plane, repository and metrics as the HTTP app."""
         state = app.state
-        return cls(settings, state.dataplane, state.repository, state.metrics)
+        return cls(settings, state.dataplane, state.repository, state.metrics, state.body_budget)
 
     async def start(self, reuse_port: bool = False) -> int | None:
         """Bind grpc_port and start serving on the running loop; the port bound, or None when
@@ -87,7 +91,7 @@ class GrpcFrontEnd:
         if not self.settings.grpc_enabled:
             return None
         self._loop = asyncio.get_running_loop()
-        server = grpc.aio.server(interceptors=[ServiceInterceptor(self.settings, self.metrics)],
+        server = grpc.aio.server(interceptors=[ServiceInterceptor(self.settings, self.metrics, self.bodies)],
                                  options=server_options(self.settings, reuse_port))
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(self.plane, self.repository, self.settings), server)

@@ -1,5 +1,6 @@
 """What every unary gRPC call needs, as service.middleware does it for HTTP: a request id (metadata
-`x-request-id` if valid, else generated; sent back as trailing metadata), the request context,
+`x-request-id` if valid, else generated; sent back as trailing metadata), the request context, the
+message's bytes held against max_pending_body_bytes with the HTTP bodies until the call ends,
 every ServiceError answered as its gRPC status with the HTTP message (anything else a logged
 INTERNAL naming the request id), metrics with protocol="grpc", and the access log."""
 
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 
 from service import context
+from service.body_budget import BodyBudget
 from service.config import Settings
 from service.errors import ServiceError
 from service.grpc.status import code_of, trailing_metadata
@@ -36,9 +38,10 @@ def request_id_of(metadata: Any) -> str:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics, bodies: BodyBudget) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.bodies = bodies
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
@@ -64,9 +67,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             state, token = context.begin(request_id, PROTOCOL)
             echo = ((REQUEST_ID_KEY, request_id),)
             code = grpc.StatusCode.OK
+            held = 0
             self.metrics.in_flight.inc()
             try:
                 servicer_context.set_trailing_metadata(echo)
+                size = request.ByteSize()
+                self.bodies.hold(size)
+                held = size
                 return await behaviour(request, servicer_context)
             except ServiceError as exc:
                 code = code_of(exc)
@@ -84,6 +91,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.INTERNAL
                 await servicer_context.abort(code, f"internal server error (request id {request_id})", echo)
             finally:
+                self.bodies.release(held)
                 self.metrics.in_flight.dec()
                 self._record(method, state, code, time.perf_counter() - started, servicer_context)
                 context.end(token)

@@ -104,7 +104,7 @@ def _open(data: bytes, where: str, max_pixels: int | None) -> tuple[Image.Image,
         except UnidentifiedImageError:
             other = _recognised_elsewhere(data)
             if other is not None:
-                raise UnsupportedMediaType(f"{where}: the file looks like a {other} image (by its first bytes), which is "
+                raise UnsupportedMediaType(f"{where}: the file is in {other} format (by its first bytes), which is "
                                            f"not accepted; send {ALLOWED_NAMES}") from None
             raise
         width, height = image.size

@@ -41,7 +41,7 @@ class Served:
 def served(lenet_models: Path) -> Iterator[Served]:
     with in_process_app(lenet_models, max_queue_size=1, grpc_port=free_port()) as client:
         state = client.app.state
-        front = GrpcFrontEnd(state.settings, state.dataplane, state.repository, state.metrics)
+        front = GrpcFrontEnd(state.settings, state.dataplane, state.repository, state.metrics, state.body_budget)
         port = client.portal.call(front.start)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -160,3 +160,18 @@ def test_a_draining_server_is_not_serving_and_unavailable(served: Served) -> Non
 def test_the_repository_extension_is_not_found_when_disabled(served: Served) -> None:
     error = rpc_error(served.stub.RepositoryIndex, service_pb2.RepositoryIndexRequest())
     assert error.code() == grpc.StatusCode.NOT_FOUND and "model repository API is disabled" in error.details()
+
+
+def test_messages_in_flight_count_against_the_servers_pending_body_bytes_with_http_bodies(served: Served) -> None:
+    """The HTTP middleware and the gRPC interceptor share one budget: while others hold it all, a
+    call is RESOURCE_EXHAUSTED with HTTP's message; once they are done it is served, and what it
+    held is given back."""
+    budget = served.client.app.state.body_budget
+    budget.held = budget.limit  # HTTP bodies being read hold the whole budget
+    error = rpc_error(served.stub.ModelInfer, blank_request())
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"the max_pending_body_bytes limit is {budget.limit}; retry later" in error.details()
+    assert dict(error.trailing_metadata())["retry-after"] == "1"
+    budget.held = 0
+    served.stub.ModelInfer(blank_request(4))
+    assert budget.held == 0
