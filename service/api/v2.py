@@ -65,6 +65,11 @@ async def model_metadata(request: Request, name: ModelName, version: Version = N
     return JSONBody(metadata.model(plane.describe(plane.resolve(name, version))))
 
 
+async def model_config(request: Request, name: ModelName, version: Version = None) -> Response:
+    plane = dataplane_of(request)
+    return JSONBody(metadata.model_config(plane.describe(plane.resolve(name, version)), settings_of(request)))
+
+
 async def model_ready(request: Request, name: ModelName, version: Version = None) -> Response:
     plane = dataplane_of(request)
     plane.resolve(name, version)
@@ -94,6 +99,8 @@ def routes() -> list[FastRoute]:
         route("/v2/health/ready", ready, methods=["GET"], summary="Readiness: every model loaded and warmed",
               tags=TAGS, errors=(503,)),
         *model_routes("/v2", "", model_metadata, methods=["GET"], summary="Model metadata", tags=TAGS, errors=(404,)),
+        *model_routes("/v2", "/config", model_config, methods=["GET"], summary="Model configuration (Triton's)",
+                      tags=TAGS, errors=(404,)),
         *model_routes("/v2", "/ready", model_ready, methods=["GET"], summary="Model readiness", tags=TAGS,
                       errors=(404, 503)),
         *model_routes("/v2", "/infer", infer, methods=["POST"], summary="Inference (JSON or binary tensors)", tags=TAGS,

@@ -1,7 +1,7 @@
 """inference.GRPCInferenceService: the Open Inference Protocol's gRPC methods and Triton's model
 repository extension, each one call into the data plane (or the repository) as over HTTP. Errors
 are ServiceErrors, turned into gRPC statuses by the interceptor; methods this server does not
-offer (ModelConfig, statistics, shared memory, tracing, logging) answer UNIMPLEMENTED."""
+offer (statistics, shared memory, tracing, logging) answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 
 from service.batching import BatchResult
 from service.config import Settings
@@ -16,6 +17,7 @@ from service.dataplane import DataPlane
 from service.errors import BadRequest, NotFound, ServiceUnavailable
 from service.grpc import codec
 from service.grpc.generated import grpc_service_pb2 as pb
+from service.grpc.generated import model_config_pb2
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.status import DeadlineExceeded
 from service.protocol.v2 import metadata, model_io
@@ -78,6 +80,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             name=described["name"], versions=described["versions"], platform=described["platform"],
             inputs=[tensor(**spec) for spec in described["inputs"]],
             outputs=[tensor(**spec) for spec in described["outputs"]])
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ModelConfigResponse:
+        """GET /v2/models/{name}/config's document as Triton's ModelConfig message."""
+        described = self.plane.describe(self.plane.resolve(model_name(request.name), request.version or None))
+        return pb.ModelConfigResponse(config=json_format.ParseDict(metadata.model_config(described, self.settings),
+                                                                   model_config_pb2.ModelConfig()))
 
     # ---- inference ---------------------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest,

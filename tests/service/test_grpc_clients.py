@@ -113,7 +113,7 @@ def test_live_ready_and_server_metadata(client: triton_grpc.InferenceServerClien
     assert not client.is_model_ready("no-such-model") and not client.is_model_ready(MODEL, "99")
     metadata = client.get_server_metadata(as_json=True)
     assert metadata["name"] == "mnist-serve"
-    assert metadata["extensions"] == ["binary_tensor_data", "model_repository"]  # as GET /v2 says it
+    assert metadata["extensions"] == ["binary_tensor_data", "model_configuration", "model_repository"]  # as GET /v2
 
 
 def test_model_metadata_is_the_http_document_less_parameters(client: triton_grpc.InferenceServerClient,
@@ -124,6 +124,30 @@ def test_model_metadata_is_the_http_document_less_parameters(client: triton_grpc
         tensor["shape"] = [int(dim) for dim in tensor["shape"]]  # protobuf's JSON writes int64 as strings
     del over_http["parameters"]
     assert over_grpc == over_http
+
+
+def test_model_config_is_tritons_over_both_protocols(client: triton_grpc.InferenceServerClient,
+                                                     http_client: triton_http.InferenceServerClient,
+                                                     server: ServerProcess) -> None:
+    """tritonclient's get_model_config (perf_analyzer and Triton users read it): the same document
+    over HTTP and gRPC, with what a request may carry and the dynamic batcher's settings."""
+    over_http = http_client.get_model_config(MODEL)
+    over_grpc = client.get_model_config(MODEL, as_json=True)["config"]
+    assert over_http["name"] == over_grpc["name"] == MODEL
+    assert over_http["platform"] == over_grpc["platform"] == "onnxruntime_onnx"
+    assert over_http["max_batch_size"] == over_grpc["max_batch_size"] == 256
+    assert over_http["input"] == [{"name": INPUT_NAME, "data_type": "TYPE_FP32", "dims": [1, 28, 28]}]
+    assert [(tensor["name"], [int(dim) for dim in tensor["dims"]]) for tensor in over_grpc["input"]] == \
+        [(INPUT_NAME, [1, 28, 28])]
+    outputs = {tensor["name"]: tensor["dims"] for tensor in over_http["output"]}
+    assert outputs["probabilities"] == [10] and outputs["logits"] == [10]
+    assert [tensor["name"] for tensor in over_grpc["output"]] == list(outputs)
+    batcher = httpx.get(f"{server.url}/v2/models/{MODEL}", timeout=30).json()["parameters"]["max_batch_size"]
+    assert over_http["dynamic_batching"]["preferred_batch_size"] == [batcher]
+    assert over_grpc["instance_group"][0]["kind"] == "KIND_CPU"
+    assert client.get_model_config(MODEL, "1", as_json=True)["config"]["version_policy"] == \
+        {"specific": {"versions": ["1"]}}
+    assert grpc_error(lambda: client.get_model_config("no-such-model")).status() == "StatusCode.NOT_FOUND"
 
 
 def test_the_standard_health_service_follows_readiness(channel: grpc.Channel) -> None:
