@@ -26,6 +26,7 @@ import tritonclient.http as triton
 import tritonclient.utils as triton_utils
 
 TIMEOUT_S = 30.0
+SIGNAL_TAKES_EFFECT_S = 0.1  # a replica acts on SIGTERM at its event loop's next turn
 # One client for every request (its TLS set-up is costly even for plain HTTP), but a new connection
 # for each request, so that a stop or a drain meets fresh connections as a new client's would.
 HTTP = httpx.Client(timeout=TIMEOUT_S, limits=httpx.Limits(max_keepalive_connections=0))
@@ -252,7 +253,9 @@ def cmd_drain(args: argparse.Namespace) -> None:
         args.url, args.image.read_bytes(), args.requests, args.concurrency, "/v1/predict", args.interrupt_after,
         run_command(["docker", "kill", "--signal", "SIGTERM", args.container]))
     failed = [o for o in outcomes if o.status != 200]
-    late = [o for o in outcomes if o.started > signal_returned and o.served_by == args.replica]
+    # `docker kill` returns once the signal is sent; the replica's event loop acts on it at its next
+    # turn, and a request already read from a kept-alive connection by then is still answered.
+    late = [o for o in outcomes if o.started > signal_returned + SIGNAL_TAKES_EFFECT_S and o.served_by == args.replica]
     spread = Counter(o.served_by for o in outcomes)
     print(f"{len(outcomes)} requests through the balancer while replica {args.replica} drained: "
           f"{len(outcomes) - len(failed)} answered 200, by {dict(spread)}; "
@@ -260,7 +263,8 @@ def cmd_drain(args: argparse.Namespace) -> None:
     if failed:
         raise CheckFailed(f"{len(failed)} requests failed while a replica drained: {[o.status or o.error for o in failed[:5]]}")
     if late:
-        raise CheckFailed(f"the draining replica answered {len(late)} requests sent after its SIGTERM")
+        raise CheckFailed(f"the draining replica answered {len(late)} requests sent more than "
+                          f"{SIGNAL_TAKES_EFFECT_S:g} s after its SIGTERM")
     if not any(o.started > signal_returned for o in outcomes):
         raise CheckFailed("no request was sent after the SIGTERM: the check proved nothing, raise the load")
 

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(None, description="serve the model repository API to callers with this bearer token")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list or commas)")
     shutdown_grace_s: float = Field(30.0, ge=0, description="on SIGTERM, time to finish queued and running requests")
+    drain_delay_s: float = Field(0.0, ge=0, le=60, description="on SIGTERM, keep serving this long while /readyz says "
+                                 "not ready, so that a load balancer's health check takes the server out first "
+                                 "(counted within shutdown_grace_s)")
 
     @model_validator(mode="after")
     def _single_model_is_the_default(self) -> "Settings":

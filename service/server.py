@@ -3,6 +3,7 @@ before the port is bound, and drop readiness as soon as a shutdown signal arrive
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import signal
@@ -36,25 +37,46 @@ def refuse(reason: str) -> int:
 
 
 class DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT: report not-ready at once, then let uvicorn stop accepting and finish
-    in-flight requests; the app's lifespan then drains the batchers."""
+    """On SIGTERM/SIGINT: report not-ready at once; after `drain_delay_s` (a load balancer's health
+    check takes the server out meanwhile; a second signal cuts it short) let uvicorn stop accepting
+    and finish in-flight requests within what is left of the grace period; the app's lifespan then
+    drains the batchers."""
 
-    def __init__(self, config: uvicorn.Config, registry: ModelRegistry, on_drain: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, registry: ModelRegistry, on_drain: Callable[[], None],
+                 drain_delay_s: float = 0.0) -> None:
         super().__init__(config)
         self._registry = registry
         self._on_drain = on_drain  # the gRPC front end stops taking calls too
+        self._drain_delay_s = drain_delay_s
+        self._grace_s = config.timeout_graceful_shutdown or 0.0
+        self._delayed: asyncio.TimerHandle | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         first = self._registry.begin_draining()
+        if first:
+            log.info("%s received: not ready, draining (delay %gs, grace period %gs)", signal.Signals(sig).name,
+                     self._drain_delay_s, self._grace_s)
+        if first and self._drain_delay_s > 0:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(self._stop_later, loop, sig, frame)
+            return
+        if self._delayed is not None:
+            self._delayed.cancel()
+        self._stop(sig, frame)
+
+    def _stop_later(self, loop: asyncio.AbstractEventLoop, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            self._delayed = loop.call_later(self._drain_delay_s, self._stop, sig, frame)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        self._delayed = None
+        self.config.timeout_graceful_shutdown = self._registry.grace_left(self._grace_s)  # type: ignore[assignment]
         super().handle_exit(sig, frame)
         if sig == signal.SIGTERM:
             # uvicorn re-raises captured signals once it has shut down, which would end the process
             # killed by SIGTERM (-15); a graceful drain is a clean exit, status 0.
             self._captured_signals = [captured for captured in self._captured_signals if captured != signal.SIGTERM]
-        if first:
-            self._on_drain()
-            log.info("%s received: not ready, draining (grace period %gs)", signal.Signals(sig).name,
-                     self.config.timeout_graceful_shutdown or 0)
+        self._on_drain()
 
 
 def check_models_dir(settings: Settings) -> None:
@@ -121,7 +143,7 @@ def run_server(settings: Settings, reuse_port: bool = False, bound: Callable[[],
         **connections.uvicorn_options(settings),
     )
     grpc_front = GrpcFrontEnd.for_app(app, settings)
-    server = DrainingServer(config, registry, grpc_front.drain)
+    server = DrainingServer(config, registry, grpc_front.drain, settings.drain_delay_s)
 
     async def serve() -> int:
         try:

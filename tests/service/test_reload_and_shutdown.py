@@ -324,3 +324,31 @@ def test_a_request_still_uploading_during_a_reload_is_answered(tmp_path: Path, d
         assert labels in (digits.original[:8].tolist(), digits.shifted[:8].tolist())
     finally:
         assert server.stop() == 0
+
+
+def test_drain_delay_keeps_serving_while_not_ready_then_exits_0(tmp_path: Path) -> None:
+    """drain_delay_s: after SIGTERM /readyz is 503 at once while requests, on new connections too,
+    are still answered (a load balancer's health check takes the server out meanwhile); then the
+    server stops and exits 0. A second SIGTERM during the delay cuts it short."""
+    delay = 3.0
+    server = start_private_server(tmp_path, {"MNIST_SERVE_DRAIN_DELAY_S": str(delay)})
+    image = {"image": np.zeros((28, 28)).tolist()}
+    sent = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        deadline = time.monotonic() + 1.0
+        while client.get("/readyz").status_code != 503:
+            assert time.monotonic() < deadline, "still ready after SIGTERM"
+        assert client.post("/v1/predict", json=image).status_code == 200
+    with httpx.Client(base_url=server.url, timeout=10) as fresh:
+        assert time.monotonic() - sent < delay - 1.0
+        assert fresh.post("/v1/predict", json=image).status_code == 200
+    assert server.process.wait(timeout=delay + 20) == 0
+    assert time.monotonic() - sent >= delay
+    assert f"SIGTERM received: not ready, draining (delay {delay:g}s" in server.log()
+
+    second = start_private_server(tmp_path / "second", {"MNIST_SERVE_DRAIN_DELAY_S": "30"})
+    second.process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    second.process.send_signal(signal.SIGTERM)
+    assert second.process.wait(timeout=10) == 0
