@@ -248,25 +248,28 @@ def cmd_stop_under_load(args: argparse.Namespace) -> None:
 
 def cmd_drain(args: argparse.Namespace) -> None:
     """SIGTERM one replica while requests run through the balancer: every request is answered 200,
-    and none sent after the signal is answered by the draining replica."""
+    and none sent after the signal and its drain delay is answered by the draining replica."""
     outcomes, signal_sent, signal_returned = load(
         args.url, args.image.read_bytes(), args.requests, args.concurrency, "/v1/predict", args.interrupt_after,
         run_command(["docker", "kill", "--signal", "SIGTERM", args.container]))
     failed = [o for o in outcomes if o.status != 200]
     # `docker kill` returns once the signal is sent; the replica's event loop acts on it at its next
     # turn, and a request already read from a kept-alive connection by then is still answered.
-    late = [o for o in outcomes if o.started > signal_returned + SIGNAL_TAKES_EFFECT_S and o.served_by == args.replica]
+    taken_out = signal_returned + args.drain_delay + SIGNAL_TAKES_EFFECT_S
+    late = [o for o in outcomes if o.started > taken_out and o.served_by == args.replica]
     spread = Counter(o.served_by for o in outcomes)
     print(f"{len(outcomes)} requests through the balancer while replica {args.replica} drained: "
           f"{len(outcomes) - len(failed)} answered 200, by {dict(spread)}; "
-          f"{sum(o.started > signal_returned for o in outcomes)} sent after the SIGTERM")
+          f"{sum(o.started > signal_returned for o in outcomes)} sent after the SIGTERM, "
+          f"{sum(o.started > taken_out for o in outcomes)} after its drain delay")
     if failed:
         raise CheckFailed(f"{len(failed)} requests failed while a replica drained: {[o.status or o.error for o in failed[:5]]}")
     if late:
         raise CheckFailed(f"the draining replica answered {len(late)} requests sent more than "
-                          f"{SIGNAL_TAKES_EFFECT_S:g} s after its SIGTERM")
-    if not any(o.started > signal_returned for o in outcomes):
-        raise CheckFailed("no request was sent after the SIGTERM: the check proved nothing, raise the load")
+                          f"{args.drain_delay + SIGNAL_TAKES_EFFECT_S:g} s after its SIGTERM")
+    if not any(o.started > taken_out for o in outcomes):
+        raise CheckFailed("no request was sent after the SIGTERM and its drain delay: the check proved nothing, "
+                          "raise the load")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["stop-under-load"].add_argument("command", nargs="+", help="the stop command")
     sub.choices["drain"].add_argument("--container", required=True, help="the replica's container id")
     sub.choices["drain"].add_argument("--replica", required=True, help="the replica's hostname")
+    sub.choices["drain"].add_argument("--drain-delay", type=float, default=0.0,
+                                      help="the replica's drain_delay_s: it serves that long after the signal")
 
     args = parser.parse_args(argv)
     try:
