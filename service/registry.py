@@ -104,7 +104,8 @@ def warm_up(runtime: ModelRuntime, outputs: tuple[str, ...], max_batch_size: int
     """First runs allocate and pick kernels; do them before the version is reported ready, then give
     their memory back (a version that is never asked holds no batch's worth of arena)."""
     runtime.run(np.zeros((1, *INPUT_SHAPE), np.float32), outputs)
-    runtime.run(np.zeros((max_batch_size, *INPUT_SHAPE), np.float32), [PROBABILITIES])
+    for images in (1, max_batch_size):  # the predictions-only session, at both ends
+        runtime.run(np.zeros((images, *INPUT_SHAPE), np.float32), [PROBABILITIES])
     runtime.release_memory()
 
 
