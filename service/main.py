@@ -22,8 +22,8 @@ from service import __version__
 from service.api import health, insight, page, repository, v1, v2
 from service.api.responses import error_body
 from service.api.routing import validation_message
-from service.config import Settings
 from service.body_budget import BodyBudget
+from service.config import Settings
 from service.dataplane import DataPlane
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware

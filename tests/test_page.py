@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect
 
 from tests.page_screenshot import capture
-from tests.page_driver import (DESKTOP, ONE, PHONE, Console, draw, draw_one, draw_with_touch, draw_zero, in_viewport,
+from tests.page_driver import (DESKTOP, ONE, PHONE, draw, draw_one, draw_with_touch, draw_zero, in_viewport,
                                open_page, probabilities, wait_settled)
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from contract import store
 from contract.metadata import QUANTIZED_SUFFIX, ModelMetadata

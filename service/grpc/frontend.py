@@ -15,8 +15,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.config import Settings
 from service.body_budget import BodyBudget
+from service.config import Settings
 from service.dataplane import DataPlane
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc.health import ReadinessHealth

@@ -17,8 +17,8 @@ from service.dataplane import DataPlane
 from service.errors import BadRequest, NotFound, ServiceUnavailable
 from service.grpc import codec
 from service.grpc.generated import grpc_service_pb2 as pb
-from service.grpc.generated import model_config_pb2
 from service.grpc.generated import grpc_service_pb2_grpc as pb_grpc
+from service.grpc.generated import model_config_pb2
 from service.grpc.status import DeadlineExceeded
 from service.protocol.v2 import metadata, model_io
 from service.registry import ModelVersion

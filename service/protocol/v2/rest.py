@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest
 from service.jsonio import dumps, parse_json
 from service.protocol.v2.datatypes import OUTPUT_DTYPE, lookup
 from service.protocol.v2.types import (
