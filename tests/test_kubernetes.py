@@ -404,14 +404,32 @@ def test_seed_job_copies_the_repository_and_never_overwrites(rendered: dict[str,
 
 
 # ---------------------------------------------------------------- the server as the pod runs it
+# A checkout (and its venv) under /tmp would vanish under the fresh /tmp: $KEEP_UNDER_TMP names the
+# paths below /tmp to bind back, read-only, from the old /tmp (kept reachable under /dev/shm).
 READ_ONLY_ROOT = """
+old_tmp=/dev/shm/mnist-serve-old-tmp.$$
+mkdir -p "$old_tmp"
+mount --bind /tmp "$old_tmp"
 for target in $(awk '{print $5}' /proc/self/mountinfo); do
   case "$target" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue;; esac
   mount -o remount,bind,ro "$target"
 done
+mount -o remount,bind,ro "$old_tmp"
 mount -t tmpfs -o size=256m,mode=1777 tmpfs /tmp
+for kept in $KEEP_UNDER_TMP; do
+  mkdir -p "$kept"
+  mount --bind "$old_tmp${kept#/tmp}" "$kept"
+  mount -o remount,bind,ro "$kept"
+done
 exec "$@"
 """
+
+
+def under_tmp(*paths: Path) -> str:
+    """The top directories below /tmp that hold `paths` (the checkout, the venv), space-separated."""
+    kept = {Path("/tmp", path.resolve().relative_to("/tmp").parts[0]) for path in paths
+            if path.resolve().is_relative_to("/tmp")}
+    return " ".join(sorted(map(str, kept)))
 
 
 def test_server_runs_on_a_read_only_root_with_only_tmp_writable(rendered: dict[str, list[Object]], tmp_path: Path) -> None:
@@ -425,7 +443,8 @@ def test_server_runs_on_a_read_only_root_with_only_tmp_writable(rendered: dict[s
     port = free_port()
     env = {**literal_env(container), "MNIST_SERVE_THREADS": "1", "MNIST_SERVE_HOST": "127.0.0.1",
            "MNIST_SERVE_PORT": str(port), "MNIST_SERVE_GRPC_PORT": str(free_port()),
-           "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR)}
+           "MNIST_SERVE_MODELS_DIR": str(MODELS_DIR),
+           "KEEP_UNDER_TMP": under_tmp(REPO_ROOT, Path(sys.prefix), Path(sys.executable).parent)}
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-euc", READ_ONLY_ROOT, "sh",
             sys.executable, "-m", "service.cli", "serve"]
     server = launch(ServerSpec("read-only-root", "mnist-serve on a read-only root", port, argv, env, "/readyz"), tmp_path)
